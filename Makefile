@@ -1,0 +1,35 @@
+# Two entry points for a fresh clone: `make run` (the main job) and `make test`.
+# Both create/refresh .venv first; the stamp makes that a no-op when nothing changed.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.wmrepair-installed
+IOPAINT := iopaint==1.6.0
+CORES   ?= 8
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.txt
+	# IOPaint 1.6.0 pins Pillow==9.5.0 (CVEs), gradio, fastapi...: we only use its
+	# in-process ModelManager, so install it without its pins (see README).
+	$(PY) -m pip install --quiet --no-deps $(IOPAINT)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m wmrepair doctor
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --resources gpu=1
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests workflow benchmarks
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(PY) -m wmrepair bench all
+
+clean:
+	rm -rf results logs .snakemake

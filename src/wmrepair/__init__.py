@@ -1,0 +1,34 @@
+"""wmrepair: find visible watermarks with a UNet and repair them with IOPaint, fast and memory-safe."""
+
+from wmrepair.batching import AdaptiveBatchProcessor
+from wmrepair.config import OptimizationConfig, adapt_to_hardware
+from wmrepair.manager import OptimizationManager, create_optimization_manager
+from wmrepair.memory import MemoryManager, is_oom_error, memory_optimized
+from wmrepair.monitor import ResourceMonitor
+from wmrepair.profiling import PerformanceAnalyzer, performance_profile
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Torch-heavy classes load on first use so `import wmrepair` stays light.
+    lazy = {
+        "OptimizedTrainer": "wmrepair.train", "TrainConfig": "wmrepair.train",
+        "OptimizedWatermarkPredictor": "wmrepair.predict", "PredictConfig": "wmrepair.predict",
+        "RepairEngine": "wmrepair.repair", "RepairConfig": "wmrepair.repair",
+        "Inpainter": "wmrepair.inpaint", "UNet": "wmrepair.model",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(lazy[name]), name)
+    raise AttributeError(f"module 'wmrepair' has no attribute {name!r}")
+
+
+__all__ = [
+    "AdaptiveBatchProcessor", "MemoryManager", "OptimizationConfig", "OptimizationManager",
+    "OptimizedTrainer", "OptimizedWatermarkPredictor", "PerformanceAnalyzer", "PredictConfig",
+    "RepairConfig", "RepairEngine", "ResourceMonitor", "TrainConfig", "Inpainter", "UNet",
+    "adapt_to_hardware", "create_optimization_manager", "is_oom_error", "memory_optimized",
+    "performance_profile",
+]

@@ -1,0 +1,3 @@
+from wmrepair.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Checkpoints: atomic writes, top-k by a validation metric plus `last.pt`, best-model selection.
+
+Every file holds only tensors and plain Python values, so it loads with
+`torch.load(..., weights_only=True)` (no pickle code execution).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wmrepair.model import UNet, build_model
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class EarlyStopping:
+    """Stop after `patience` checks without an improvement larger than `min_delta`."""
+
+    def __init__(self, patience: int = 5, min_delta: float = 0.0, mode: str = "max") -> None:
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        self.best: float | None = None
+        self.bad = 0
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+
+    def step(self, value: float) -> bool:
+        """Record `value`; True when training should stop."""
+        if self.improved(value):
+            self.best, self.bad = value, 0
+        else:
+            self.bad += 1
+        return self.patience > 0 and self.bad >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.bad = d["best"], d["bad"]
+
+
+class CheckpointManager:
+    """Keeps the `top_k` checkpoints by `monitor` and a full-state `last.pt` for resume."""
+
+    def __init__(self, directory: str | Path, top_k: int = 3, monitor: str = "val_iou", mode: str = "max") -> None:
+        self.dir = Path(directory)
+        self.top_k, self.monitor, self.mode = top_k, monitor, mode
+        self.kept: list[dict] = []  # [{"path", "epoch", "value"}], best first
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+    def save(self, epoch: int, metrics: dict[str, float], weights: dict, meta: dict, full_state: dict | None = None) -> Path | None:
+        """Save `weights` if they rank in the top k; always refresh `last.pt` with `full_state`."""
+        value = float(metrics[self.monitor])
+        saved = None
+        rank_ok = len(self.kept) < self.top_k or self._better(value, self.kept[-1]["value"])
+        if self.top_k > 0 and rank_ok:
+            saved = self.dir / f"epoch_{epoch:04d}.pt"
+            atomic_save({"state_dict": weights, "meta": {**meta, "epoch": epoch, "metrics": metrics}}, saved)
+            self.kept.append({"path": saved.name, "epoch": epoch, "value": value})
+            # Stable: on ties the earlier epoch stays ahead.
+            self.kept.sort(key=lambda k: -k["value"] if self.mode == "max" else k["value"])
+            for old in self.kept[self.top_k :]:
+                (self.dir / old["path"]).unlink(missing_ok=True)
+            self.kept = self.kept[: self.top_k]
+        if full_state is not None:
+            atomic_save({**full_state, "kept": self.kept}, self.dir / "last.pt")
+        self._write_index()
+        return saved
+
+    def _write_index(self) -> None:
+        (self.dir / "checkpoints.json").write_text(json.dumps({"monitor": self.monitor, "mode": self.mode, "kept": self.kept}, indent=1))
+
+    def best(self) -> Path | None:
+        return self.dir / self.kept[0]["path"] if self.kept else None
+
+    def load_state_dict(self, kept: list[dict]) -> None:
+        self.kept = [k for k in kept if (self.dir / k["path"]).exists()]
+
+
+def select_best(checkpoint_dir: str | Path, monitor: str = "val_iou", mode: str = "max") -> tuple[Path, dict]:
+    """The best checkpoint in a folder, by the metric stored inside each file."""
+    cands = []
+    for p in sorted(Path(checkpoint_dir).glob("epoch_*.pt")):
+        meta = load(p)["meta"]
+        cands.append((float(meta["metrics"][monitor]), -meta["epoch"], p, meta))
+    if not cands:
+        raise FileNotFoundError(f"no checkpoints (epoch_*.pt) in {checkpoint_dir}")
+    cands.sort(key=lambda c: (c[0], c[1]), reverse=(mode == "max"))
+    _, _, path, meta = cands[0]
+    return path, meta
+
+
+def export_model(checkpoint: str | Path, out_model: str | Path, out_card: str | Path, extra: dict | None = None) -> dict:
+    """Write the selected model (weights + meta) and a JSON card with its sha256."""
+    ck = load(checkpoint)
+    atomic_save(ck, out_model)
+    card = {
+        "source_checkpoint": str(checkpoint),
+        "epoch": ck["meta"]["epoch"],
+        "metrics": ck["meta"]["metrics"],
+        "model": ck["meta"]["model"],
+        "config_hash": ck["meta"].get("config_hash"),
+        "versions": {"torch": str(torch.__version__), **ck["meta"].get("versions", {})},
+        "sha256": sha256_file(out_model),
+        **(extra or {}),
+    }
+    Path(out_card).write_text(json.dumps(card, indent=2))
+    return card
+
+
+def load_model(path: str | Path) -> tuple[UNet, dict]:
+    """Load a model file or checkpoint written by wmrepair (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        ck = load(path)
+        model = build_model(ck["meta"]["model"])
+        model.load_state_dict(ck["state_dict"])
+    except (KeyError, RuntimeError, TypeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path} is not a wmrepair model checkpoint ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # unpickling errors have many types
+        raise ValueError(f"{path} is not a loadable wmrepair model ({type(exc).__name__}: {exc})") from exc
+    return model.eval(), ck["meta"]

@@ -1,0 +1,324 @@
+"""`wmrepair` command line. User mistakes end in one `wmrepair: error: ...` line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("wmrepair")
+
+EPILOG = """examples:
+  wmrepair synth --out data/synth
+  wmrepair repair --input photos/ --output repaired/ --model results/model/model.pt --optimize
+  wmrepair repair --input photos/ --output repaired/ --model model.pt --fast --save-masks masks/
+  wmrepair bench predict
+"""
+
+
+class UserError(Exception):
+    """A mistake in the command line or the files it names."""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
+def _fraction(s: str) -> float:
+    v = float(s)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {s}")
+    return v
+
+
+# ---- subcommands -----------------------------------------------------------
+def cmd_synth(a: argparse.Namespace) -> int:
+    from wmrepair.synth import SynthConfig, synthesize
+
+    meta = synthesize(a.out, SynthConfig(seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test))
+    print(json.dumps(meta["counts"]))
+    return 0
+
+
+def cmd_cache(a: argparse.Namespace) -> int:
+    from wmrepair.cache import build_cache
+
+    cache, counts = build_cache(a.data, a.out, size=a.size)
+    cache.write_index(Path(a.out) / "index.json", {"counts": counts})
+    print(json.dumps(counts))
+    return 0
+
+
+def _optimization(a: argparse.Namespace):
+    from wmrepair.config import OptimizationConfig
+
+    if getattr(a, "config", None):
+        import yaml
+
+        raw = yaml.safe_load(Path(a.config).read_text()) or {}
+        cfg = OptimizationConfig.from_dict(raw.get("optimization", raw))
+    else:
+        cfg = OptimizationConfig.from_level(getattr(a, "level", None) or "balanced")
+    return cfg
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from wmrepair.settings import Settings
+    from wmrepair.train import train_from_cache
+
+    s = Settings.from_yaml(a.config) if a.config else Settings.from_config({})
+    if a.epochs:
+        s.train.epochs = a.epochs
+    summary = train_from_cache(a.train_cache, a.val_cache, a.out, s.train, s.optimization)
+    print(json.dumps({"best": summary["best"], "epochs_run": summary["epochs_run"]}, default=float))
+    return 0
+
+
+def cmd_select(a: argparse.Namespace) -> int:
+    from wmrepair.checkpoints import export_model, select_best
+
+    path, _ = select_best(a.checkpoints, a.monitor)
+    card = export_model(path, a.model, a.card)
+    print(json.dumps({"selected": str(path), "metrics": card["metrics"]}))
+    return 0
+
+
+def cmd_repair(a: argparse.Namespace) -> int:
+    from wmrepair.config import OptimizationConfig
+    from wmrepair.predict import PredictConfig
+    from wmrepair.repair import RepairConfig, build_engine
+
+    inp = Path(a.input)
+    if not inp.is_dir():
+        raise UserError(f"--input {inp} is not a folder")
+    out = Path(a.output)
+    if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
+        raise UserError("--output must not be --input or inside it (inputs are never overwritten)")
+    level = "aggressive" if a.fast else "conservative" if a.conservative else ("balanced" if a.optimize else "conservative")
+    optimized = a.optimize or a.fast
+    opt = OptimizationConfig.from_level(level)
+    if a.batch_size:
+        opt.batch.initial_batch_size = a.batch_size
+        opt.batch.max_batch_size = max(opt.batch.max_batch_size, a.batch_size)
+        opt.batch.min_batch_size = min(opt.batch.min_batch_size, a.batch_size)
+    rc = RepairConfig(skip_existing=not a.overwrite, jpeg_quality=a.jpeg_quality,
+                      image_timeout_s=a.timeout, io_workers=opt.repair.io_workers,
+                      pause_interval=a.pause_interval or opt.memory.cleanup_interval)
+    if a.max_iterations is not None:
+        rc.max_iterations = a.max_iterations
+    if a.threshold is not None:
+        rc.threshold = a.threshold
+    if a.mask_threshold is not None:
+        rc.mask_threshold = a.mask_threshold
+    pc = PredictConfig(max_side=a.max_side)
+    if not optimized:
+        log.info("optimised path off: fp32, NCHW (add --optimize or --fast for the fast path)")
+    engine = build_engine(a.model, opt, pc, rc, {"model": a.inpaint_model, "model_dir": a.model_dir},
+                          device=a.device, threads=a.threads, optimized=optimized)
+    rels = None
+    from wmrepair.imageio import list_images
+
+    rels = list_images(inp)
+    if not rels:
+        raise UserError(f"no images (jpg, png, webp, bmp, tif) under {inp}")
+    manifest = Path(a.manifest) if a.manifest else out / "manifest.csv"
+    rows = engine.run(inp, out, rels, manifest=manifest, masks_dir=a.save_masks, progress=not a.quiet)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed")}
+    print(f"repaired {counts['ok']}, skipped {counts['skipped']}, failed {counts['failed']} -> {out} (manifest {manifest})")
+    if a.report:
+        engine.analyzer.generate_performance_report(a.report, memory=engine.memory.summary())
+    return 1 if counts["failed"] else 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from wmrepair.evaluate import evaluate, write_metrics
+
+    m = evaluate(a.manifest, a.input, a.clean, a.masks, a.pred_masks)
+    if a.out:
+        write_metrics(m, a.out)
+    print(json.dumps(m, indent=2))
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from wmrepair.report import render_report
+
+    p = Path(a.results)
+    out = render_report(a.out or p / "report" / "report.html", metrics=p / "eval/metrics.json",
+                        per_image=p / "eval/per_image.csv", card=p / "model/model.json", train_dir=p / "train",
+                        manifest=p / "repair/manifest.csv", bench_dir=Path(a.benchmarks),
+                        performance={"train": p / "train/performance.json"})
+    print(out)
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from wmrepair import bench
+
+    return bench.main(a.what, out_dir=a.out, quick=a.quick)
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from wmrepair.manager import create_optimization_manager
+
+    with create_optimization_manager(_optimization(a)) as m:
+        print(json.dumps(m.get_optimization_summary(), indent=2, default=str))
+    return 0
+
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    """Check that the environment can run the whole chain offline."""
+    import importlib
+    import platform
+
+    problems = []
+    for mod in ("torch", "numpy", "PIL", "cv2", "skimage", "snakemake", "psutil", "pynvml", "pandas",
+                "yaml", "jinja2", "matplotlib"):
+        try:
+            importlib.import_module(mod)
+        except Exception as exc:
+            problems.append(f"{mod}: {exc}")
+    try:
+        from wmrepair.inpaint import Inpainter
+
+        Inpainter("cv2")
+    except Exception as exc:
+        problems.append(f"iopaint: {exc}")
+    import PIL
+    import torch
+
+    print(f"python {platform.python_version()}, torch {torch.__version__}, Pillow {PIL.__version__}, "
+          f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    if problems:
+        for p in problems:
+            print("problem:", p)
+        return 1
+    print("wmrepair doctor: all parts import; IOPaint cv2 model loads offline")
+    return 0
+
+
+# ---- parser ----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wmrepair", description="Find visible watermarks with a UNet and repair them with IOPaint.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="make the offline synthetic watermark dataset")
+    s.add_argument("--out", required=True, help="output folder (train/ val/ test/ inside)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n-train", type=int, default=600)
+    s.add_argument("--n-val", type=int, default=100)
+    s.add_argument("--n-test", type=int, default=48)
+    s.set_defaults(fn=cmd_synth)
+
+    s = sub.add_parser("cache", help="decode + resize training pairs once into memory-mapped shards")
+    s.add_argument("--data", required=True, help="folder with watermarked/ and masks/ (or clean/)")
+    s.add_argument("--out", required=True, help="cache folder")
+    s.add_argument("--size", type=_positive_int, default=256, help="cached square side (default 256)")
+    s.set_defaults(fn=cmd_cache)
+
+    s = sub.add_parser("train", help="train the detector from two caches")
+    s.add_argument("--train-cache", required=True, help="train cache index.json")
+    s.add_argument("--val-cache", required=True, help="validation cache index.json")
+    s.add_argument("--out", required=True, help="output folder (checkpoints/, history.csv, ...)")
+    s.add_argument("--config", help="workflow config YAML (train: and optimization: sections)")
+    s.add_argument("--epochs", type=_positive_int)
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("select", help="export the best checkpoint as model + JSON card")
+    s.add_argument("--checkpoints", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--card", required=True)
+    s.add_argument("--monitor", default="val_iou")
+    s.set_defaults(fn=cmd_select)
+
+    s = sub.add_parser("repair", help="repair a folder of images (no Snakemake needed)",
+                       description="Detect watermarks, inpaint them with IOPaint, write each image to the same "
+                                   "relative path and extension under --output, plus manifest.csv.")
+    s.add_argument("--input", required=True, help="folder of images (searched recursively)")
+    s.add_argument("--output", required=True, help="output folder (created)")
+    s.add_argument("--model", required=True, help="detector model file (results/model/model.pt)")
+    s.add_argument("--optimize", action="store_true", help="optimised path: batching, channels_last, bf16/fp16 where it pays")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--fast", action="store_true", help="aggressive level (implies --optimize)")
+    g.add_argument("--conservative", action="store_true", help="conservative level: small batches, fp32")
+    s.add_argument("--batch-size", type=_positive_int, help="initial detection batch size (tiles)")
+    s.add_argument("--pause-interval", type=_positive_int, help="memory cleanup every N images")
+    s.add_argument("--max-iterations", type=int, help="inpaint rounds per image (default 2)")
+    s.add_argument("--threshold", type=_fraction, help="iterate while the residual mask fraction exceeds this (default 0.001)")
+    s.add_argument("--mask-threshold", type=_fraction, help="probability above which a pixel is watermark (default 0.5)")
+    s.add_argument("--max-side", type=int, default=512, help="detect at this long side, 0 = native (default 512)")
+    s.add_argument("--save-masks", metavar="DIR", help="write <rel>.mask.png for each image under DIR")
+    s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")
+    s.add_argument("--inpaint-model", default="cv2", help="IOPaint model: cv2 (default), lama, mat, migan, ...")
+    s.add_argument("--model-dir", help="folder holding torch/hub/checkpoints/<weights> for IOPaint models")
+    s.add_argument("--overwrite", action="store_true", help="redo images whose output exists (default: skip)")
+    s.add_argument("--jpeg-quality", type=int, default=95)
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds per image before it is failed")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all)")
+    s.add_argument("--report", metavar="DIR", help="write performance.json to DIR")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_repair)
+
+    s = sub.add_parser("evaluate", help="PSNR/SSIM and mask IoU against ground truth")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--input", required=True, help="the input folder the manifest refers to")
+    s.add_argument("--clean", help="clean images (same relative names)")
+    s.add_argument("--masks", help="ground-truth masks")
+    s.add_argument("--pred-masks", help="folder given to --save-masks")
+    s.add_argument("--out", help="metrics JSON")
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("report", help="render the HTML report from a results folder")
+    s.add_argument("--results", default="results")
+    s.add_argument("--benchmarks", default="results/benchmarks")
+    s.add_argument("--out")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("bench", help="side-by-side benchmarks (naive vs optimised)")
+    s.add_argument("what", choices=["train", "predict", "repair", "all"])
+    s.add_argument("--out", default="benchmarks/out", help="where JSON results go")
+    s.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("info", help="print the effective optimisation settings for this machine")
+    s.add_argument("--level", choices=["conservative", "balanced", "aggressive", "custom"])
+    s.add_argument("--config", help="YAML with an optimization: section")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("doctor", help="check the installation (imports, IOPaint offline)")
+    s.set_defaults(fn=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("wmrepair: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from wmrepair.inpaint import InpaintModelUnavailable
+
+        if isinstance(exc, (UserError, FileNotFoundError, ValueError, InpaintModelUnavailable, NotADirectoryError)) and not args.verbose:
+            print(f"wmrepair: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""OptimizationConfig: levels as presets of concrete fields, YAML I/O, hardware adaptation.
+
+A level only chooses starting values; any field may be overridden from YAML.
+`adapt_to_hardware` then switches off what the machine cannot do and returns
+one human-readable line per decision, so logs say *why* a feature is off.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wmrepair.hardware import HardwareInfo, detect_hardware
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("conservative", "balanced", "aggressive", "custom")
+
+
+@dataclass
+class MemoryConfig:
+    cleanup_threshold: float = 0.85  # RAM/GPU fraction above which cleanup runs
+    pause_threshold: float = 0.92  # fraction above which work pauses until memory frees
+    pause_timeout_s: float = 30.0  # give up pausing after this long (then carry on)
+    cleanup_interval: int = 50  # periodic cleanup every N items (CLI: --pause-interval)
+
+
+@dataclass
+class BatchConfig:
+    initial_batch_size: int = 8
+    min_batch_size: int = 1
+    max_batch_size: int = 32
+    adaptation_rate: float = 2.0  # growth factor after a run of successes
+    grow_after: int = 8  # successful batches before trying a larger one
+
+
+@dataclass
+class ModelExecConfig:
+    mixed_precision: bool = True  # bf16/fp16 autocast where the hardware gains
+    compile_model: bool = False  # torch.compile
+    channels_last: bool = True
+    use_tensorrt: bool = False  # ONNX Runtime TensorRT/CUDA EP when installed
+    amp_dtype: str | None = None  # resolved by adapt_to_hardware: bfloat16 / float16 / None
+
+
+@dataclass
+class DataLoaderConfig:
+    num_workers: int = 1
+    pin_memory: bool = True
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    enable_caching: bool = True  # train from the memory-mapped cache, not files
+
+
+@dataclass
+class TrainingExecConfig:
+    gradient_accumulation_steps: int = 1
+    cudnn_benchmark: bool = True
+
+
+@dataclass
+class RepairExecConfig:
+    io_workers: int = 2  # threads decoding/encoding while the model runs
+    image_timeout_s: float = 120.0
+
+
+@dataclass
+class OptimizationConfig:
+    level: str = "balanced"
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    model: ModelExecConfig = field(default_factory=ModelExecConfig)
+    dataloader: DataLoaderConfig = field(default_factory=DataLoaderConfig)
+    training: TrainingExecConfig = field(default_factory=TrainingExecConfig)
+    repair: RepairExecConfig = field(default_factory=RepairExecConfig)
+    decisions: list[str] = field(default_factory=list)  # filled by adapt_to_hardware
+
+    # ---- construction -------------------------------------------------
+    @classmethod
+    def from_level(cls, level: str = "balanced", **overrides: Any) -> OptimizationConfig:
+        if level not in LEVELS:
+            raise ValueError(f"optimization.level must be one of {', '.join(LEVELS)}; got {level!r}")
+        cfg = cls(level=level)
+        _apply(cfg, PRESETS.get(level, {}), "optimization")
+        _apply(cfg, overrides, "optimization")
+        return cfg.validate()
+
+    def validate(self) -> OptimizationConfig:
+        b, m = self.batch, self.memory
+        if not (1 <= b.min_batch_size <= b.initial_batch_size <= b.max_batch_size):
+            raise ValueError(
+                "optimization.batch needs 1 <= min_batch_size <= initial_batch_size <= max_batch_size, "
+                f"got {b.min_batch_size}, {b.initial_batch_size}, {b.max_batch_size}"
+            )
+        if not 0 < m.cleanup_threshold <= m.pause_threshold <= 1:
+            raise ValueError("optimization.memory needs 0 < cleanup_threshold <= pause_threshold <= 1")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> OptimizationConfig:
+        data = dict(data or {})
+        level = data.pop("level", "balanced")
+        data.pop("decisions", None)
+        return cls.from_level(level, **data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> OptimizationConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls.from_dict(data.get("optimization", data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self, path: str | Path) -> None:
+        d = self.to_dict()
+        d.pop("decisions")
+        Path(path).write_text(yaml.safe_dump({"optimization": d}, sort_keys=False))
+
+
+# Presets: only the fields a level changes from the dataclass defaults (= balanced).
+PRESETS: dict[str, dict[str, Any]] = {
+    "conservative": {
+        "memory": {"cleanup_threshold": 0.75, "pause_threshold": 0.85, "cleanup_interval": 10},
+        "batch": {"initial_batch_size": 2, "max_batch_size": 8, "grow_after": 16},
+        "model": {"mixed_precision": False, "compile_model": False, "channels_last": False},
+        "dataloader": {"num_workers": 0, "persistent_workers": False, "prefetch_factor": 2},
+        "repair": {"io_workers": 1},
+    },
+    "balanced": {},
+    "aggressive": {
+        "memory": {"cleanup_threshold": 0.9, "pause_threshold": 0.95, "cleanup_interval": 200},
+        "batch": {"initial_batch_size": 16, "max_batch_size": 128, "grow_after": 4},
+        "model": {"mixed_precision": True, "compile_model": True, "channels_last": True},
+        "dataloader": {"num_workers": 4, "prefetch_factor": 4},
+        "repair": {"io_workers": 4},
+    },
+    "custom": {},
+}
+
+
+def _apply(obj: Any, overrides: dict[str, Any], where: str) -> None:
+    """Set nested dataclass fields from a dict; unknown keys are an error naming the key."""
+    names = {f.name for f in fields(obj)}
+    for key, value in (overrides or {}).items():
+        if key not in names or key == "decisions":
+            raise ValueError(f"unknown setting {where}.{key} (expected one of {', '.join(sorted(names - {'decisions', 'level'}))})")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key} must be a mapping, got {value!r}")
+            _apply(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, value)
+
+
+def adapt_to_hardware(
+    config: OptimizationConfig, hw: HardwareInfo | None = None
+) -> OptimizationConfig:
+    """Return a copy with what `hw` cannot do switched off; `decisions` says why."""
+    hw = hw or detect_hardware()
+    cfg = copy.deepcopy(config)
+    said: list[str] = []
+    m = cfg.model
+
+    if m.mixed_precision:
+        if hw.cuda:
+            if all(g.bf16 for g in hw.gpus):
+                m.amp_dtype = "bfloat16"
+                said.append(f"bf16 autocast on: {hw.gpus[0].name} supports bf16")
+            else:
+                m.amp_dtype = "float16"
+                said.append(f"fp16 autocast + GradScaler: {hw.gpus[0].name} lacks bf16")
+        elif hw.cpu_bf16:
+            m.amp_dtype = "bfloat16"
+            said.append("bf16 autocast on: CPU has avx512_bf16/AMX")
+        else:
+            m.amp_dtype = None
+            m.mixed_precision = False
+            said.append("bf16 autocast off: CPU lacks avx512_bf16 and AMX")
+    else:
+        m.amp_dtype = None
+
+    if m.compile_model and not hw.cuda and not hw.has_compiler:
+        m.compile_model = False
+        said.append("torch.compile off: no C++ compiler for the CPU backend")
+
+    if m.use_tensorrt:
+        try:
+            import onnxruntime as ort  # noqa: F401
+
+            providers = ort.get_available_providers()
+        except ImportError:
+            providers = []
+        if "TensorrtExecutionProvider" not in providers:
+            m.use_tensorrt = False
+            said.append("TensorRT off: onnxruntime TensorrtExecutionProvider not installed")
+
+    d = cfg.dataloader
+    if d.pin_memory and not hw.cuda:
+        d.pin_memory = False
+        said.append("pin_memory off: no CUDA device")
+    # On a CPU-only box the model already uses every core; a loader worker only
+    # steals from it (measured on 2 cores: 42 -> 20 samples/s with one worker).
+    max_workers = max(0, hw.cpu_count - 1) if hw.cuda else (0 if hw.cpu_count <= 4 else hw.cpu_count // 4)
+    if d.num_workers > max_workers:
+        said.append(f"dataloader workers {d.num_workers} -> {max_workers}: {hw.cpu_count} CPU cores"
+                    + ("" if hw.cuda else ", no GPU (compute needs them)"))
+        d.num_workers = max_workers
+    if d.num_workers == 0:
+        d.persistent_workers = False
+
+    if cfg.training.cudnn_benchmark and not hw.cuda:
+        cfg.training.cudnn_benchmark = False
+        said.append("cudnn.benchmark off: no CUDA device")
+
+    if cfg.repair.io_workers > hw.cpu_count * 2:
+        cfg.repair.io_workers = hw.cpu_count * 2
+        said.append(f"repair io_workers capped at {cfg.repair.io_workers}")
+
+    cfg.validate()
+    cfg.decisions = said
+    for line in said:
+        log.info(line)
+    return cfg

@@ -1,0 +1,86 @@
+"""Evaluation against ground truth: mask IoU/F1 of the detector, PSNR/SSIM of the repair."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from wmrepair.imageio import list_images, read_image, read_mask
+from wmrepair.losses import iou_f1
+
+
+def _by_stem(d: Path | None) -> dict[str, Path]:
+    if d is None or not Path(d).is_dir():
+        return {}
+    return {str(r.with_suffix("")): Path(d) / r for r in list_images(d)}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(peak_signal_noise_ratio(b, a, data_range=255))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=255))
+
+
+def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path | None = None,
+             mask_dir: str | Path | None = None, pred_masks_dir: str | Path | None = None,
+             per_image_csv: str | Path | None = None) -> dict[str, Any]:
+    """Metrics over the manifest's rows; ground truth matched by relative path without extension."""
+    rows = pd.read_csv(manifest, keep_default_na=False)
+    input_root = Path(input_root)
+    cleans, masks = _by_stem(clean_dir), _by_stem(mask_dir)
+    per, counts = [], np.zeros(3, np.int64)
+    for r in rows.itertuples():
+        rel = Path(r.input).relative_to(input_root) if Path(r.input).is_relative_to(input_root) else Path(r.input).name
+        stem = str(Path(rel).with_suffix(""))
+        rec: dict[str, Any] = {"input": r.input, "status": r.status}
+        if r.status in ("ok", "skipped") and Path(r.output).exists():
+            clean = cleans.get(stem)
+            if clean is not None:
+                c = read_image(clean).rgb
+                i, o = read_image(r.input).rgb, read_image(r.output).rgb
+                rec.update(psnr_input=psnr(i, c), psnr_output=psnr(o, c), ssim_input=ssim(i, c), ssim_output=ssim(o, c))
+            gt = masks.get(stem)
+            pm = Path(pred_masks_dir) / f"{rel}.mask.png" if pred_masks_dir else None
+            if gt is not None and pm is not None and pm.exists():
+                g, p = read_mask(gt), read_mask(pm)
+                tp, fp, fn = int((p & g).sum()), int((p & ~g).sum()), int((~p & g).sum())
+                counts += (tp, fp, fn)
+                rec["mask_iou"], rec["mask_f1"] = iou_f1((tp, fp, fn))
+        per.append(rec)
+    df = pd.DataFrame(per)
+
+    def mean(col: str) -> float | None:
+        return float(df[col].mean()) if col in df and df[col].notna().any() else None
+
+    out: dict[str, Any] = {
+        "n_images": len(rows),
+        "n_ok": int((rows.status == "ok").sum()),
+        "n_skipped": int((rows.status == "skipped").sum()),
+        "n_failed": int((rows.status == "failed").sum()),
+        "psnr_input": mean("psnr_input"), "psnr_output": mean("psnr_output"),
+        "ssim_input": mean("ssim_input"), "ssim_output": mean("ssim_output"),
+        "mask_iou_mean_per_image": mean("mask_iou"),
+        "has_ground_truth": bool(cleans or masks),
+    }
+    if out["psnr_input"] is not None:
+        out["psnr_gain_db"] = out["psnr_output"] - out["psnr_input"]
+        gains = (df["psnr_output"] - df["psnr_input"]).dropna()
+        out["psnr_gain_median_db"] = float(statistics.median(gains)) if len(gains) else None
+    if counts.sum():
+        out["mask_iou"], out["mask_f1"] = iou_f1(counts.tolist())
+    if per_image_csv:
+        df.to_csv(per_image_csv, index=False)
+    return out
+
+
+def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(metrics, indent=2))

@@ -1,0 +1,108 @@
+"""IOPaint in-process: one ModelManager per process, weights checked locally before loading.
+
+IOPaint downloads weights on first use, which hangs or fails offline and on
+locked-down clusters. We resolve every weight file first (env var pointing at a
+file, or `<model_dir>/torch/hub/checkpoints/<name>`) and fail with a message
+that names both places, before IOPaint is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# model -> [(env var IOPaint reads, file name of its default URL)]
+WEIGHTS: dict[str, list[tuple[str, str]]] = {
+    "cv2": [],
+    "lama": [("LAMA_MODEL_URL", "big-lama.pt")],
+    "anime-lama": [("ANIME_LAMA_MODEL_URL", "anime-manga-big-lama.pt")],
+    "mat": [("MAT_MODEL_URL", "Places_512_FullData_G.pth")],
+    "migan": [("MIGAN_MODEL_URL", "migan_traced.pt")],
+    "fcf": [("FCF_MODEL_URL", "places_512_G.pth")],
+    "manga": [("MANGA_INPAINTOR_MODEL_URL", "manga_inpaintor.jit"), ("MANGA_LINE_MODEL_URL", "erika.jit")],
+    "ldm": [("LDM_ENCODE_MODEL_URL", "cond_stage_model_encode.pt"),
+            ("LDM_DECODE_MODEL_URL", "cond_stage_model_decode.pt"),
+            ("LDM_DIFFUSION_MODEL_URL", "diffusion.pt")],
+    "zits": [("ZITS_INPAINT_MODEL_URL", "zits-inpaint-0717.pt"),
+             ("ZITS_EDGE_LINE_MODEL_URL", "zits-edge-line-0717.pt"),
+             ("ZITS_STRUCTURE_UPSAMPLE_MODEL_URL", "zits-structure-upsample-0717.pt"),
+             ("ZITS_WIRE_FRAME_MODEL_URL", "zits-wireframe-0717.pt")],
+}
+
+
+class InpaintModelUnavailable(RuntimeError):
+    """The configured IOPaint model cannot run here (unknown name, weights missing, IOPaint absent)."""
+
+
+def resolve_weights(name: str, model_dir: str | Path | None = None) -> dict[str, str]:
+    """Map each env var the model needs to an existing local file, or raise naming where to put it."""
+    if name not in WEIGHTS:
+        raise InpaintModelUnavailable(f"unknown inpaint model {name!r}; supported: {', '.join(WEIGHTS)}")
+    found, missing = {}, []
+    for var, fname in WEIGHTS[name]:
+        env = os.environ.get(var)
+        candidates = [Path(env)] if env else []
+        if model_dir:
+            candidates.append(Path(model_dir) / "torch" / "hub" / "checkpoints" / fname)
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            where = f"set {var}=/path/to/{fname}"
+            if model_dir:
+                where += f" or put it at {Path(model_dir) / 'torch/hub/checkpoints' / fname}"
+            else:
+                where += " or set inpaint.model_dir / --model-dir to a folder with torch/hub/checkpoints/" + fname
+            missing.append(where)
+        else:
+            found[var] = str(hit.resolve())
+    if missing:
+        raise InpaintModelUnavailable(
+            f"inpaint model {name!r} needs local weights (wmrepair never downloads): " + "; ".join(missing)
+        )
+    return found
+
+
+class Inpainter:
+    """Wraps IOPaint's ModelManager; `__call__(rgb, mask) -> rgb` (uint8)."""
+
+    def __init__(self, name: str = "cv2", device: str = "cpu", model_dir: str | Path | None = None,
+                 hd_strategy: str = "Crop", cv2_radius: int = 5, cv2_flag: str = "INPAINT_TELEA") -> None:
+        env = resolve_weights(name, model_dir)
+        os.environ.update(env)  # IOPaint reads these at import time
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from iopaint.model_manager import ModelManager
+            from iopaint.schema import InpaintRequest
+        except ImportError as exc:
+            raise InpaintModelUnavailable(
+                f"IOPaint is not importable ({exc}); install it with `pip install --no-deps iopaint==1.6.0`"
+            ) from exc
+        _quiet_loguru()
+        self.name = name
+        self.manager = ModelManager(name=name, device=device)
+        self.request = InpaintRequest(hd_strategy=hd_strategy, cv2_radius=cv2_radius, cv2_flag=cv2_flag)
+
+    def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        m = (mask > 0).astype(np.uint8) * 255
+        if not m.any():
+            return rgb
+        # IOPaint's crop strategy writes into its input: give it a writable copy.
+        bgr = self.manager(np.array(rgb, copy=True), m, self.request)
+        return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def _quiet_loguru() -> None:
+    """IOPaint logs every call at INFO via loguru; keep warnings only."""
+    try:
+        import sys
+
+        from loguru import logger
+
+        logger.remove()
+        logger.add(sys.stderr, level="WARNING")
+    except Exception:  # loguru absent or reconfigured elsewhere: harmless
+        pass

@@ -1,0 +1,122 @@
+"""The HTML report: jinja2 over whatever the run produced (missing parts are simply left out)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+
+def _json(path: str | Path | None) -> Any:
+    if path and Path(path).is_file():
+        return json.loads(Path(path).read_text())
+    return None
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plot_history(history_csv: str | Path) -> str | None:
+    if not Path(history_csv).is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = pd.read_csv(history_csv)
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.2))
+    ax[0].plot(h.epoch, h.train_loss, label="train")
+    ax[0].plot(h.epoch, h.val_loss, label="val")
+    ax[0].set_title("loss")
+    ax[0].legend()
+    ax[1].plot(h.epoch, h.val_iou, label="IoU")
+    ax[1].plot(h.epoch, h.val_f1, label="F1")
+    ax[1].set_title("validation")
+    ax[1].legend()
+    ax[2].plot(h.epoch, h.samples_per_s)
+    ax[2].set_title("samples/s")
+    for a in ax:
+        a.set_xlabel("epoch")
+    return _png(fig)
+
+
+def plot_resources(resources_csv: str | Path) -> str | None:
+    if not Path(resources_csv).is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = pd.read_csv(resources_csv)
+    if r.empty:
+        return None
+    fig, ax = plt.subplots(1, 2, figsize=(13, 3))
+    ax[0].plot(r.t, r.cpu_percent)
+    ax[0].set_title("train: CPU % (100 = one core)")
+    ax[1].plot(r.t, r.rss_mb, label="RSS")
+    if r.gpu_mem_used_mb.max() > 0:
+        ax[1].plot(r.t, r.gpu_mem_used_mb, label="GPU memory")
+    ax[1].set_title("memory (MB)")
+    ax[1].legend()
+    for a in ax:
+        a.set_xlabel("seconds")
+    return _png(fig)
+
+
+def read_benchmarks(bench_dir: str | Path | None) -> list[dict[str, Any]]:
+    out = []
+    if bench_dir and Path(bench_dir).is_dir():
+        for f in sorted(Path(bench_dir).rglob("*.tsv")):
+            df = pd.read_csv(f, sep="\t")
+            if df.empty:
+                continue
+            row = df.iloc[-1]
+            out.append({"job": str(f.relative_to(bench_dir).with_suffix("")), "s": float(row.get("s", 0)),
+                        "max_rss": float(row.get("max_rss", 0) if row.get("max_rss", "-") != "-" else 0),
+                        "mean_load": float(row.get("mean_load", 0) if row.get("mean_load", "-") != "-" else 0),
+                        "cpu_time": float(row.get("cpu_time", 0) if row.get("cpu_time", "-") != "-" else 0)})
+    return out
+
+
+def render_report(out_html: str | Path, *, metrics: str | Path | None = None, per_image: str | Path | None = None,
+                  card: str | Path | None = None, train_dir: str | Path | None = None,
+                  manifest: str | Path | None = None, bench_dir: str | Path | None = None,
+                  performance: dict[str, str | Path] | None = None, level: str = "balanced") -> Path:
+    train_dir = Path(train_dir) if train_dir else None
+    perf = {k: v for k, v in ((k, _json(p)) for k, p in (performance or {}).items()) if v}
+    bottlenecks = [b for p in perf.values() for b in p.get("bottlenecks", [])]
+    train = _json(train_dir / "summary.json") if train_dir else None
+    failed = []
+    if manifest and Path(manifest).is_file():
+        m = pd.read_csv(manifest, keep_default_na=False)
+        failed = m[m.status == "failed"][["input", "error"]].to_dict("records")
+    per = pd.read_csv(per_image).to_dict("records") if per_image and Path(per_image).is_file() else []
+    eff = (train or {}).get("effective_optimization", {})
+    env = Environment(loader=PackageLoader("wmrepair", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    html = env.get_template("report.html.j2").render(
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        level=eff.get("level", level), device=(train or {}).get("device", "cpu"),
+        metrics=_json(metrics), card=_json(card), train=train,
+        plots={"history": plot_history(train_dir / "history.csv") if train_dir else None,
+               "resources": plot_resources(train_dir / "resources.csv") if train_dir else None},
+        benchmarks=read_benchmarks(bench_dir), performance=perf, bottlenecks=bottlenecks,
+        failed=failed, per_image=per, decisions=eff.get("decisions", []),
+    )
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html)
+    return out

@@ -1,0 +1,295 @@
+"""Offline, seeded synthetic watermark dataset in the style of CLWD / LOGO-series.
+
+Clean backgrounds come from images shipped with scikit-image plus procedural
+textures; marks are text (several fonts, sizes, colours, rotations), tiled
+diagonal text, and logos (shape + letters), blended as J = I*(1-a) + W*a with
+alpha 0.3-0.8. The test split uses fonts and words never seen in training so
+evaluation measures generalisation, not memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+from tqdm import tqdm
+
+from wmrepair.imageio import atomic_write_bytes, encode_image, write_mask
+
+TRAIN_WORDS = ["SAMPLE", "PREVIEW", "stock", "Photo", "COPYRIGHT", "draft", "(c) 2024",
+               "PROOF", "studio", "Getty", "shutter", "www.pics.com", "CONFIDENTIAL", "demo",
+               "Alamy", "iStock", "DO NOT COPY", "watermark", "LICENSED", "imagebank"]
+TEST_WORDS = ["Unsplash", "Dreamstime", "PRIVATE", "specimen", "(c) Lens&Co", "FOTOLIA",
+              "not for sale", "123RF", "Pixabay", "NEGATIVE"]
+TRAIN_FONTS = ["DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono-Bold.ttf",
+               "DejaVuSans-Oblique.ttf", "STIXGeneralBol.ttf", "cmss10.ttf", "DejaVuSerif-Italic.ttf"]
+TEST_FONTS = ["DejaVuSerif-BoldItalic.ttf", "STIXGeneralItalic.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf"]
+SKIMAGE_BACKGROUNDS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+                       "immunohistochemistry", "retina", "brick", "grass", "gravel", "camera",
+                       "moon", "coins", "clock", "cell"]
+TEST_SIZES = [(320, 240), (480, 360), (640, 480), (800, 600), (1024, 768), (1280, 960),
+              (600, 900), (1200, 1600)]
+
+
+@dataclass
+class SynthConfig:
+    seed: int = 0
+    n_train: int = 600
+    n_val: int = 100
+    n_test: int = 48
+    train_size: int = 256
+    test_sizes: list[tuple[int, int]] = field(default_factory=lambda: list(TEST_SIZES))
+    alpha_range: tuple[float, float] = (0.3, 0.8)
+    jpeg_fraction: float = 0.35  # share of watermarked files written as JPEG (recompressed)
+
+
+def _font_dir() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+_BACKGROUND_CACHE: list[np.ndarray] = []
+
+
+def _backgrounds() -> list[np.ndarray]:
+    """Clean RGB images that ship inside scikit-image (no download)."""
+    if not _BACKGROUND_CACHE:
+        import skimage.data as skd
+
+        for name in SKIMAGE_BACKGROUNDS:
+            try:
+                a = np.asarray(getattr(skd, name)())
+            except Exception:  # a name missing in some skimage version: use the rest
+                continue
+            if a.ndim == 2:
+                a = np.stack([a] * 3, -1)
+            _BACKGROUND_CACHE.append(np.ascontiguousarray(a[..., :3].astype(np.uint8)))
+        if len(_BACKGROUND_CACHE) < 3:
+            raise RuntimeError("scikit-image ships too few sample images for backgrounds")
+    return _BACKGROUND_CACHE
+
+
+def _noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4) -> np.ndarray:
+    """Smooth value noise in [0, 1]."""
+    out = np.zeros((h, w), np.float32)
+    amp, total = 1.0, 0.0
+    for o in range(octaves):
+        gh, gw = 2 + 2**o * 2, 2 + 2**o * 2
+        grid = rng.random((gh, gw)).astype(np.float32)
+        layer = np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC))
+        out += amp * layer
+        total += amp
+        amp *= 0.5
+    out /= total
+    return np.clip((out - out.min()) / (np.ptp(out) + 1e-6), 0, 1)
+
+
+def _procedural(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    kind = rng.integers(4)
+    c1, c2 = rng.random(3) * 255, rng.random(3) * 255
+    if kind == 0:  # gradient
+        t = np.linspace(0, 1, w)[None, :, None] * np.ones((h, 1, 1))
+        if rng.random() < 0.5:
+            t = np.linspace(0, 1, h)[:, None, None] * np.ones((1, w, 1))
+    elif kind == 1:  # clouds
+        t = _noise(rng, h, w)[..., None]
+    elif kind == 2:  # stripes
+        f = rng.uniform(4, 30)
+        ang = rng.uniform(0, np.pi)
+        yy, xx = np.mgrid[0:h, 0:w]
+        t = (0.5 + 0.5 * np.sin((xx * np.cos(ang) + yy * np.sin(ang)) / f))[..., None]
+    else:  # checker blended with noise
+        s = int(rng.integers(8, 64))
+        yy, xx = np.mgrid[0:h, 0:w]
+        t = (((yy // s) + (xx // s)) % 2).astype(np.float32)[..., None] * 0.6 + 0.4 * _noise(rng, h, w)[..., None]
+    img = c1 * (1 - t) + c2 * t
+    img += rng.normal(0, rng.uniform(0, 8), img.shape)  # sensor-like grain
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    if rng.random() < 0.7:
+        src = _backgrounds()[rng.integers(len(_backgrounds()))]
+        sh, sw = src.shape[:2]
+        scale = rng.uniform(0.5, 1.0)
+        ch, cw = max(16, int(sh * scale)), max(16, int(sw * scale))
+        # Keep the target aspect ratio inside the source crop.
+        if cw / ch > w / h:
+            cw = max(16, int(ch * w / h))
+        else:
+            ch = max(16, int(cw * h / w))
+        ch, cw = min(ch, sh), min(cw, sw)
+        y, x = rng.integers(0, sh - ch + 1), rng.integers(0, sw - cw + 1)
+        im = Image.fromarray(src[y : y + ch, x : x + cw]).resize((w, h), Image.BICUBIC)
+        if rng.random() < 0.5:
+            im = ImageOps.mirror(im)
+        img = np.asarray(im).astype(np.float32)
+        img = img * rng.uniform(0.7, 1.2) + rng.uniform(-25, 25, 3)  # colour/brightness shift
+        if rng.random() < 0.3:
+            img = 0.7 * img + 0.3 * _procedural(rng, h, w)
+        return np.clip(img, 0, 255).astype(np.uint8)
+    return _procedural(rng, h, w)
+
+
+def _font(fonts: list[str], rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(_font_dir() / fonts[rng.integers(len(fonts))]), max(8, size))
+
+
+def _text_layer(text: str, font: ImageFont.FreeTypeFont, stroke: int = 0) -> Image.Image:
+    x0, y0, x1, y1 = font.getbbox(text, stroke_width=stroke)
+    im = Image.new("L", (x1 - x0 + 4, y1 - y0 + 4), 0)
+    ImageDraw.Draw(im).text((2 - x0, 2 - y0), text, fill=255, font=font, stroke_width=stroke, stroke_fill=255)
+    return im
+
+
+def _logo_layer(rng: np.random.Generator, size: int, font: ImageFont.FreeTypeFont, text: str) -> Image.Image:
+    im = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(im)
+    shape = rng.integers(4)
+    lw = max(2, size // 16)
+    box = (lw, lw, size - lw, size - lw)
+    filled = rng.random() < 0.5
+    if shape == 0:
+        d.ellipse(box, fill=255 if filled else None, outline=255, width=lw)
+    elif shape == 1:
+        d.rounded_rectangle(box, radius=size // 6, fill=255 if filled else None, outline=255, width=lw)
+    elif shape == 2:
+        d.regular_polygon((size / 2, size / 2, size / 2 - lw), int(rng.integers(3, 7)),
+                          rotation=float(rng.uniform(0, 90)), fill=255 if filled else None, outline=255, width=lw)
+    else:
+        pts = []
+        for k in range(10):
+            r = (size / 2 - lw) * (1.0 if k % 2 == 0 else 0.45)
+            a = np.pi * k / 5 - np.pi / 2
+            pts.append((size / 2 + r * np.cos(a), size / 2 + r * np.sin(a)))
+        d.polygon(pts, fill=255 if filled else None, outline=255, width=lw)
+    letters = _text_layer(text[:3].upper(), font)
+    letters.thumbnail((int(size * 0.6), int(size * 0.6)))
+    x, y = (size - letters.width) // 2, (size - letters.height) // 2
+    if filled:  # knockout letters: the mark is the shape minus the letters
+        region = im.crop((x, y, x + letters.width, y + letters.height))
+        im.paste(Image.fromarray(np.minimum(np.asarray(region), 255 - np.asarray(letters))), (x, y))
+    else:
+        im.paste(255, (x, y), letters)
+    return im
+
+
+def _place(canvas: np.ndarray, layer: Image.Image, rng: np.random.Generator) -> None:
+    """Max-composite `layer` (coverage 0..255) at a random position, allowed to run off the edge a little."""
+    h, w = canvas.shape
+    lh, lw = layer.height, layer.width
+    y = int(rng.integers(-lh // 6, max(-lh // 6 + 1, h - lh + lh // 6)))
+    x = int(rng.integers(-lw // 6, max(-lw // 6 + 1, w - lw + lw // 6)))
+    a = np.asarray(layer, np.float32) / 255.0
+    y0, x0 = max(0, y), max(0, x)
+    y1, x1 = min(h, y + lh), min(w, x + lw)
+    if y1 <= y0 or x1 <= x0:
+        return
+    sub = a[y0 - y : y1 - y, x0 - x : x1 - x]
+    canvas[y0:y1, x0:x1] = np.maximum(canvas[y0:y1, x0:x1], sub)
+
+
+def _mark_colour(rng: np.random.Generator, region_mean: float) -> np.ndarray:
+    r = rng.random()
+    if r < 0.45:  # white or black, whichever stands out
+        return np.full(3, 255.0 if region_mean < 150 else 0.0)
+    if r < 0.6:
+        return np.full(3, rng.uniform(0, 60) if region_mean > 128 else rng.uniform(190, 255))
+    c = rng.random(3) * 255
+    if abs(c.mean() - region_mean) < 60:
+        c = 255 - c
+    return c
+
+
+def add_watermark(
+    img: np.ndarray, rng: np.random.Generator, words: list[str], fonts: list[str],
+    alpha_range: tuple[float, float] = (0.3, 0.8),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (watermarked uint8 RGB, alpha map float32 in [0, 1])."""
+    h, w = img.shape[:2]
+    short = min(h, w)
+    out = img.astype(np.float32)
+    total_alpha = np.zeros((h, w), np.float32)
+    for _ in range(1 + int(rng.random() < 0.35)):
+        cov = np.zeros((h, w), np.float32)
+        kind = rng.choice(["text", "text", "tiled", "logo"])
+        text = str(words[rng.integers(len(words))])
+        if kind == "text":
+            font = _font(fonts, rng, int(short * rng.uniform(0.06, 0.18)))
+            layer = _text_layer(text, font, stroke=int(rng.integers(0, 2)))
+            if layer.width > w * 0.95:
+                layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+            layer = layer.rotate(float(rng.uniform(-35, 35)), expand=True, resample=Image.BICUBIC)
+            _place(cov, layer, rng)
+        elif kind == "tiled":
+            font = _font(fonts, rng, int(short * rng.uniform(0.04, 0.09)))
+            unit = _text_layer(text, font)
+            gap_x, gap_y = unit.width + int(rng.integers(10, 60)), unit.height * int(rng.integers(2, 4))
+            big = Image.new("L", (2 * (w + h), 2 * (w + h)), 0)
+            for row, yy in enumerate(range(0, big.height, gap_y)):
+                for xx in range(-(row % 2) * gap_x // 2, big.width, gap_x):
+                    big.paste(unit, (xx, yy))
+            big = big.rotate(float(rng.choice([-1, 1]) * rng.uniform(20, 45)), resample=Image.BICUBIC)
+            cy, cx = (big.height - h) // 2, (big.width - w) // 2
+            cov = np.maximum(cov, np.asarray(big, np.float32)[cy : cy + h, cx : cx + w] / 255.0)
+        else:
+            size = int(short * rng.uniform(0.15, 0.35))
+            layer = _logo_layer(rng, size, _font(fonts, rng, size // 2), text)
+            layer = layer.rotate(float(rng.uniform(-20, 20)), expand=True, resample=Image.BICUBIC)
+            _place(cov, layer, rng)
+        alpha = float(rng.uniform(*alpha_range))
+        a = cov * alpha
+        region = cov > 0.5
+        mean = float(out[region].mean()) if region.any() else 128.0
+        colour = _mark_colour(rng, mean)
+        out = out * (1 - a[..., None]) + colour * a[..., None]
+        total_alpha = 1 - (1 - total_alpha) * (1 - a)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8), total_alpha
+
+
+@dataclass
+class SplitPlan:
+    name: str
+    count: int
+    words: list[str]
+    fonts: list[str]
+
+
+def synthesize(out_dir: str | Path, config: SynthConfig | None = None, progress: bool = True) -> dict:
+    """Write `<out>/<split>/{watermarked,clean,masks}/` for train/val/test; returns counts."""
+    cfg = config or SynthConfig()
+    out = Path(out_dir)
+    plans = [
+        SplitPlan("train", cfg.n_train, TRAIN_WORDS, TRAIN_FONTS),
+        SplitPlan("val", cfg.n_val, TRAIN_WORDS, TRAIN_FONTS),
+        SplitPlan("test", cfg.n_test, TEST_WORDS, TEST_FONTS),
+    ]
+    total = sum(p.count for p in plans)
+    bar = tqdm(total=total, desc="synthesize", unit="img", disable=not progress)
+    counts = {}
+    for split_id, plan in enumerate(plans):
+        for i in range(plan.count):
+            rng = np.random.default_rng([cfg.seed, split_id, i])
+            if plan.name == "test":
+                w, h = cfg.test_sizes[i % len(cfg.test_sizes)]
+            else:
+                w = h = cfg.train_size
+            clean = make_background(rng, h, w)
+            wm, alpha = add_watermark(clean, rng, plan.words, plan.fonts, cfg.alpha_range)
+            name = f"{plan.name}_{i:05d}"
+            jpeg = rng.random() < (0.5 if plan.name == "test" else cfg.jpeg_fraction)
+            ext = ".jpg" if jpeg else ".png"
+            q = int(rng.integers(75, 96))
+            atomic_write_bytes(out / plan.name / "watermarked" / f"{name}{ext}", encode_image(wm, ext, jpeg_quality=q))
+            atomic_write_bytes(out / plan.name / "clean" / f"{name}.png", encode_image(clean, ".png"))
+            write_mask(out / plan.name / "masks" / f"{name}.png", alpha >= 0.1)
+            bar.update()
+        counts[plan.name] = plan.count
+    bar.close()
+    meta = {"config": asdict(cfg), "counts": counts}
+    (out / "synth.json").write_text(json.dumps(meta, indent=2))
+    return meta

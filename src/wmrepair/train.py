@@ -1,0 +1,315 @@
+"""OptimizedTrainer: one readable training loop; the optimisations are the small pieces around it.
+
+Mixed precision (bf16, or fp16 + GradScaler), channels_last, optional
+torch.compile, gradient accumulation, warm-up + cosine/one-cycle LR, early
+stopping, top-k checkpoints and a resumable `last.pt`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from wmrepair.checkpoints import CheckpointManager, EarlyStopping, load
+from wmrepair.config import OptimizationConfig, adapt_to_hardware
+from wmrepair.losses import confusion, iou_f1, segmentation_loss
+from wmrepair.model import UNet, UNetConfig, build_model
+from wmrepair.monitor import ResourceMonitor
+from wmrepair.profiling import PerformanceAnalyzer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup_frac: float = 0.05  # share of optimiser steps spent warming up
+    min_lr_ratio: float = 0.02
+    crop: int = 128  # training crop side (pixels)
+    cache_size: int = 256  # cached image side
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    loss: str = "bce_dice"
+    monitor: str = "val_iou"
+    patience: int = 5  # 0 disables early stopping
+    min_delta: float = 0.002
+    top_k: int = 3
+    seed: int = 0
+    threads: int = 0  # 0: all usable cores
+    resume: bool = True
+    time_budget_s: float | None = None  # stop at the first epoch end past this (safety net)
+    device: str = "auto"
+    model: dict = field(default_factory=lambda: asdict(UNetConfig()))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
+        d = dict(d or {})
+        known = set(cls.__dataclass_fields__)
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ValueError(f"unknown setting train.{bad[0]} (known: {', '.join(sorted(known))})")
+        if "scale_range" in d:
+            d["scale_range"] = tuple(d["scale_range"])
+        return cls(**d)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base LR at optimiser step `step` of `total`."""
+    if cfg.schedule == "constant":
+        return 1.0
+    warm = max(1, int(total * cfg.warmup_frac))
+    if step < warm:
+        return (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    if cfg.schedule == "onecycle":  # linear down from the peak, one cycle
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - t)
+    if cfg.schedule == "cosine":
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {cfg.schedule!r} (expected cosine, onecycle or constant)")
+
+
+def autocast_for(device: torch.device, amp_dtype: str | None):
+    if not amp_dtype:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, amp_dtype))
+
+
+def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 NCHW batch -> float [0,1] on `device` (conversion after the copy: 4x less traffic)."""
+    x = x.to(device, non_blocking=True).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.inference_mode()
+def validate(model: UNet, loader: DataLoader, device: torch.device, amp_dtype: str | None,
+             channels_last: bool, loss_kind: str) -> dict[str, float]:
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.long)
+    losses = []
+    for x, y in loader:
+        x = to_input(x, device, channels_last)
+        y = y.to(device).float()
+        with autocast_for(device, amp_dtype):
+            logits = model(x)
+        losses.append(float(segmentation_loss(logits, y, loss_kind)))
+        counts += confusion(logits.float() > 0, y > 0.5).cpu()
+    iou, f1 = iou_f1(counts)
+    return {"val_loss": statistics.fmean(losses) if losses else float("nan"), "val_iou": iou, "val_f1": f1}
+
+
+def config_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class OptimizedTrainer:
+    """Trains a UNet with the effective optimisation settings; use as a context manager."""
+
+    def __init__(self, train_config: TrainConfig | None = None, optimization: OptimizationConfig | None = None,
+                 out_dir: str | Path = "results/train", data_hash: str = "", model: UNet | None = None,
+                 analyzer: PerformanceAnalyzer | None = None) -> None:
+        self.cfg = train_config or TrainConfig()
+        self.opt_cfg = adapt_to_hardware(optimization or OptimizationConfig())
+        self.out = Path(out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.device = resolve_device(self.cfg.device)
+        if self.device.type == "cpu" and self.opt_cfg.model.amp_dtype == "float16":
+            self.opt_cfg.model.amp_dtype = None  # fp16 autocast on CPU is slow and lossy
+        if self.cfg.threads > 0:
+            from wmrepair.hardware import usable_cpus
+
+            torch.set_num_threads(min(self.cfg.threads, usable_cpus()))
+        torch.backends.cudnn.benchmark = self.opt_cfg.training.cudnn_benchmark
+        self.hash = config_hash(asdict(self.cfg) | {"threads": None, "resume": None, "time_budget_s": None},
+                                self.opt_cfg.model.amp_dtype, data_hash)
+        torch.manual_seed(self.cfg.seed)
+        self.model = model or build_model(self.cfg.model)
+        self.analyzer = analyzer or PerformanceAnalyzer()
+        self.monitor = ResourceMonitor(interval=1.0, csv_path=self.out / "resources.csv")
+
+    def __enter__(self) -> OptimizedTrainer:
+        self.monitor.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.monitor.stop()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------
+    def _loader(self, ds: Dataset, train: bool, epoch: int) -> DataLoader:
+        d = self.opt_cfg.dataloader
+        g = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        kw: dict[str, Any] = {}
+        if d.num_workers > 0:
+            kw.update(prefetch_factor=d.prefetch_factor, persistent_workers=False)
+        return DataLoader(
+            ds, batch_size=self.cfg.batch_size, shuffle=train, generator=g if train else None,
+            num_workers=d.num_workers, pin_memory=d.pin_memory and self.device.type == "cuda",
+            drop_last=train and self.opt_cfg.model.compile_model,  # one static shape for compile
+            **kw,
+        )
+
+    def _resume_state(self) -> dict | None:
+        last = self.ckpt_dir / "last.pt"
+        if not last.exists():
+            return None
+        state = load(last)
+        if not self.cfg.resume or state.get("finished") or state.get("config_hash") != self.hash:
+            why = ("resume off" if not self.cfg.resume else "previous run finished" if state.get("finished")
+                   else "config or data changed")
+            log.info("starting fresh (%s): clearing %s", why, self.ckpt_dir)
+            for f in self.ckpt_dir.glob("*.pt"):
+                f.unlink()
+            return None
+        return state
+
+    def fit(self, train_ds: Dataset, val_ds: Dataset) -> dict[str, Any]:
+        cfg, oc = self.cfg, self.opt_cfg
+        dev, amp, cl = self.device, oc.model.amp_dtype, oc.model.channels_last
+        accum = max(1, oc.training.gradient_accumulation_steps)
+        model = self.model.to(dev)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler(dev.type, enabled=(amp == "float16" and dev.type == "cuda"))
+        steps_per_epoch = max(1, len(self._loader(train_ds, True, 0)) // accum)
+        total_steps = steps_per_epoch * cfg.epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, cfg))
+        stopper = EarlyStopping(cfg.patience, cfg.min_delta, "max" if cfg.monitor != "val_loss" else "min")
+        ckpts = CheckpointManager(self.ckpt_dir, cfg.top_k, cfg.monitor, stopper.mode)
+        history: list[dict[str, float]] = []
+        start_epoch = 0
+
+        state = self._resume_state()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            stopper.load_state_dict(state["early_stopping"])
+            ckpts.load_state_dict(state["kept"])
+            torch.set_rng_state(state["rng"])
+            history = state["history"]
+            start_epoch = state["epoch"] + 1
+            log.info("resumed from %s at epoch %d", self.ckpt_dir / "last.pt", start_epoch)
+
+        fwd = torch.compile(model) if oc.model.compile_model else model
+        meta = {"model": dict(cfg.model), "config_hash": self.hash, "train_config": json.loads(json.dumps(asdict(cfg))),
+                "amp_dtype": amp, "versions": {"torch": str(torch.__version__)}}
+        t_start = time.perf_counter()
+        stopped_early = False
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, cfg.epochs):
+            train_ds.set_epoch(epoch) if hasattr(train_ds, "set_epoch") else None
+            loader = self._loader(train_ds, True, epoch)
+            model.train()
+            t_epoch = time.perf_counter()
+            data_wait = 0.0
+            seen = 0
+            losses = []
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, mininterval=2)
+            t_fetch = time.perf_counter()
+            for i, (x, y) in enumerate(bar):
+                data_wait += time.perf_counter() - t_fetch
+                with self.analyzer.profile("train_step"):
+                    x = to_input(x, dev, cl)
+                    y = y.to(dev, non_blocking=True).float()
+                    with autocast_for(dev, amp):
+                        logits = fwd(x)
+                    loss = segmentation_loss(logits, y, cfg.loss)
+                    scaler.scale(loss / accum).backward()
+                    if (i + 1) % accum == 0:
+                        scaler.step(opt)
+                        scaler.update()
+                        opt.zero_grad(set_to_none=True)
+                        sched.step()
+                seen += x.shape[0]
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+                t_fetch = time.perf_counter()
+            bar.close()
+            self.analyzer.record("data_wait", data_wait)
+            self.analyzer.count("train_step", seen)
+            epoch_s = time.perf_counter() - t_epoch
+            with self.analyzer.profile("validate"):
+                metrics = validate(model, self._loader(val_ds, False, epoch), dev, amp, cl, cfg.loss)
+            row = {"epoch": epoch + 1, "train_loss": statistics.fmean(losses), **metrics,
+                   "lr": sched.get_last_lr()[0], "samples_per_s": seen / epoch_s,
+                   "data_wait_s": data_wait, "epoch_s": epoch_s}
+            history.append(row)
+            log.info("epoch %d: loss %.4f val_iou %.4f val_f1 %.4f (%.1f samples/s, data wait %.2fs)",
+                     epoch + 1, row["train_loss"], row["val_iou"], row["val_f1"], row["samples_per_s"], data_wait)
+            stop = stopper.step(metrics[cfg.monitor])
+            over_budget = cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s
+            finished = stop or over_budget or epoch + 1 == cfg.epochs
+            weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            full = {"model": weights, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "early_stopping": stopper.state_dict(),
+                    "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
+                    "config_hash": self.hash, "finished": finished}
+            ckpts.save(epoch + 1, metrics, weights, meta, full)
+            self._write_history(history)
+            if stop:
+                stopped_early = True
+                log.info("early stopping: no %s improvement > %g for %d epochs", cfg.monitor, cfg.min_delta, cfg.patience)
+                break
+            if over_budget:
+                log.warning("time budget %.0fs reached after epoch %d: stopping", cfg.time_budget_s, epoch + 1)
+                break
+        best = max(history, key=lambda r: r[cfg.monitor] if stopper.mode == "max" else -r[cfg.monitor]) if history else {}
+        summary = {
+            "epochs_run": len(history), "resumed_from_epoch": start_epoch if state is not None else None,
+            "stopped_early": stopped_early, "best": best, "final": history[-1] if history else {},
+            "checkpoints": ckpts.kept, "config_hash": self.hash,
+            "effective_optimization": oc.to_dict(), "device": str(dev),
+            "median_samples_per_s": statistics.median(r["samples_per_s"] for r in history) if history else 0.0,
+            "seconds": time.perf_counter() - t_start,
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        self.analyzer.generate_performance_report(self.out / "performance.json", samples=self.monitor.samples)
+        return summary
+
+    def _write_history(self, history: list[dict[str, float]]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with (self.out / "history.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+
+
+def train_from_cache(cache_index: str | Path, val_index: str | Path, out_dir: str | Path,
+                     train_config: TrainConfig, optimization: OptimizationConfig) -> dict[str, Any]:
+    """Workflow entry point: datasets from two cache index files, then fit."""
+    from wmrepair.data import CachedDataset
+
+    tr, va = json.loads(Path(cache_index).read_text()), json.loads(Path(val_index).read_text())
+    c = train_config
+    train_ds = CachedDataset(Path(cache_index).parent, tr["size"], crop=c.crop, augment=True, seed=c.seed,
+                             scale_range=c.scale_range)
+    val_ds = CachedDataset(Path(val_index).parent, va["size"], augment=False)
+    with OptimizedTrainer(c, optimization, out_dir, data_hash=tr["content_hash"] + va["content_hash"]) as t:
+        return t.fit(train_ds, val_ds)

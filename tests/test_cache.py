@@ -1,0 +1,84 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wmrepair.cache import DatasetCache, build_cache, find_pairs, mask_from_clean
+from wmrepair.data import CachedDataset, FileDataset
+
+
+def _pair(root, name, seed, ext=".png", size=(40, 30)):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    mask = (rng.random((size[1], size[0])) > 0.7).astype(np.uint8) * 255
+    (root / "watermarked").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(root / "watermarked" / f"{name}{ext}")
+    Image.fromarray(mask).save(root / "masks" / f"{name}.png")
+
+
+def test_cache_invalidates_only_what_it_must(tmp_path):
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    for i in range(5):
+        _pair(data, f"im{i}", i)
+    cache, counts = build_cache(data, cache_dir, size=32)
+    assert counts == {"reused": 0, "written": 5, "removed": 0, "rehashed": 0}
+    assert build_cache(data, cache_dir, size=32)[1]["written"] == 0  # nothing changed
+
+    _pair(data, "im2", 99)  # change one
+    assert build_cache(data, cache_dir, size=32)[1] == {"reused": 4, "written": 1, "removed": 0, "rehashed": 0}
+
+    p = data / "watermarked" / "im1.png"  # touch without change: re-hashed, not re-decoded
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    assert build_cache(data, cache_dir, size=32)[1] == {"reused": 5, "written": 0, "removed": 0, "rehashed": 1}
+
+    (data / "watermarked" / "im0.png").unlink()
+    (data / "masks" / "im0.png").unlink()
+    assert build_cache(data, cache_dir, size=32)[1]["removed"] == 1
+    _pair(data, "new", 7)
+    c, counts = build_cache(data, cache_dir, size=32)
+    assert counts["written"] == 1
+    assert c.state["free"] == []  # the removed row was reused
+    assert len(c.keys()) == 5
+
+    # Cached content equals decode + resize of the source.
+    img, mask = c.get(*c.locations(["im2.png"])[0])
+    ref = FileDataset(find_pairs(data), size=32, augment=False)
+    k = [p.key for p in ref.pairs].index("im2.png")
+    r_img, r_mask = ref.load(k)
+    assert np.array_equal(img, r_img) and np.array_equal(mask, r_mask.astype(np.uint8))
+
+
+def test_dataset_reads_memmap_and_is_seeded(tmp_path):
+    for i in range(4):
+        _pair(tmp_path / "d", f"x{i}", i, size=(64, 64))
+    build_cache(tmp_path / "d", tmp_path / "c", size=64)
+    ds = CachedDataset(tmp_path / "c", 64, crop=32, augment=True, seed=5)
+    assert isinstance(ds.cache._shard("images", 0), np.memmap)
+    a = ds[1]
+    b = CachedDataset(tmp_path / "c", 64, crop=32, augment=True, seed=5)[1]
+    assert a[0].shape == (3, 32, 32) and a[1].shape == (1, 32, 32)
+    assert (a[0] == b[0]).all()
+    ds.set_epoch(1)
+    assert not (ds[1][0] == a[0]).all()  # a new epoch, new augmentation
+
+
+def test_pairs_from_clean_and_errors(tmp_path):
+    (tmp_path / "watermarked").mkdir()
+    (tmp_path / "clean").mkdir()
+    clean = np.full((20, 20, 3), 100, np.uint8)
+    wm = clean.copy()
+    wm[5:10, 5:15] = 250
+    Image.fromarray(wm).save(tmp_path / "watermarked" / "a.png")
+    Image.fromarray(clean).save(tmp_path / "clean" / "a.png")
+    pairs = find_pairs(tmp_path)
+    assert pairs[0].clean is not None and pairs[0].mask is None
+    m = mask_from_clean(wm, clean)
+    assert m.sum() == 50
+    Image.fromarray(wm).save(tmp_path / "watermarked" / "orphan.png")
+    with pytest.raises(FileNotFoundError, match="no mask or clean"):
+        find_pairs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="watermarked"):
+        find_pairs(tmp_path / "nope")
+    assert DatasetCache(tmp_path / "empty", size=8).keys() == []

@@ -1,0 +1,71 @@
+import pytest
+
+from wmrepair.config import OptimizationConfig, adapt_to_hardware
+from wmrepair.hardware import GPUInfo, HardwareInfo
+
+CPU_BF16 = HardwareInfo(cpu_count=2, cpu_flags=frozenset({"avx512f", "avx512_bf16"}), ram_total_mb=24000)
+CPU_PLAIN = HardwareInfo(cpu_count=2, cpu_flags=frozenset({"avx2"}), ram_total_mb=24000)
+GPU_BF16 = HardwareInfo(cpu_count=16, gpus=[GPUInfo(0, "NVIDIA H100", 80000, True)])
+GPU_NO_BF16 = HardwareInfo(cpu_count=16, gpus=[GPUInfo(0, "Tesla T4", 15000, False)])
+
+
+def test_levels_differ_as_documented():
+    c, b, a = (OptimizationConfig.from_level(x) for x in ("conservative", "balanced", "aggressive"))
+    assert c.batch.max_batch_size < b.batch.max_batch_size < a.batch.max_batch_size
+    assert c.batch.initial_batch_size < b.batch.initial_batch_size < a.batch.initial_batch_size
+    assert not c.model.mixed_precision and b.model.mixed_precision and a.model.mixed_precision
+    assert not c.model.compile_model and not b.model.compile_model and a.model.compile_model
+    assert not c.model.channels_last and b.model.channels_last
+    assert c.memory.cleanup_interval < b.memory.cleanup_interval < a.memory.cleanup_interval
+
+
+def test_overrides_and_unknown_keys():
+    cfg = OptimizationConfig.from_dict({"level": "aggressive", "batch": {"max_batch_size": 7, "initial_batch_size": 4}})
+    assert cfg.batch.max_batch_size == 7 and cfg.model.compile_model
+    with pytest.raises(ValueError, match="optimization.batch.max_batch"):
+        OptimizationConfig.from_dict({"batch": {"max_batch": 3}})
+    with pytest.raises(ValueError, match="level"):
+        OptimizationConfig.from_level("turbo")
+    with pytest.raises(ValueError, match="min_batch_size <= initial_batch_size"):
+        OptimizationConfig.from_dict({"batch": {"initial_batch_size": 64, "max_batch_size": 8}})
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = OptimizationConfig.from_level("aggressive", memory={"cleanup_interval": 77})
+    cfg.to_yaml(tmp_path / "o.yaml")
+    back = OptimizationConfig.from_yaml(tmp_path / "o.yaml")
+    assert back.to_dict() == cfg.to_dict()
+
+
+def test_adapt_cpu_without_bf16():
+    eff = adapt_to_hardware(OptimizationConfig(), CPU_PLAIN)
+    assert eff.model.amp_dtype is None and not eff.model.mixed_precision
+    assert any("bf16 autocast off: CPU lacks avx512_bf16" in d for d in eff.decisions)
+    assert not eff.dataloader.pin_memory and eff.dataloader.num_workers == 0
+
+
+def test_adapt_cpu_with_bf16():
+    eff = adapt_to_hardware(OptimizationConfig(), CPU_BF16)
+    assert eff.model.amp_dtype == "bfloat16"
+    assert any("bf16 autocast on" in d for d in eff.decisions)
+
+
+def test_adapt_gpu_with_and_without_bf16():
+    assert adapt_to_hardware(OptimizationConfig(), GPU_BF16).model.amp_dtype == "bfloat16"
+    eff = adapt_to_hardware(OptimizationConfig(), GPU_NO_BF16)
+    assert eff.model.amp_dtype == "float16"
+    assert any("GradScaler" in d for d in eff.decisions)
+    assert eff.dataloader.pin_memory and eff.training.cudnn_benchmark
+
+
+def test_adapt_does_not_mutate_input_and_conservative_stays_fp32():
+    cfg = OptimizationConfig.from_level("conservative")
+    eff = adapt_to_hardware(cfg, GPU_BF16)
+    assert eff.model.amp_dtype is None and cfg.decisions == []
+
+
+def test_compile_off_without_compiler():
+    hw = HardwareInfo(cpu_count=2, has_compiler=False)
+    eff = adapt_to_hardware(OptimizationConfig.from_level("aggressive"), hw)
+    assert not eff.model.compile_model
+    assert any("torch.compile off" in d for d in eff.decisions)

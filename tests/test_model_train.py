@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from wmrepair.checkpoints import CheckpointManager, EarlyStopping, load, select_best
+from wmrepair.losses import confusion, dice_loss, iou_f1, segmentation_loss
+from wmrepair.model import UNet, UNetConfig
+from wmrepair.train import TrainConfig, lr_factor
+
+
+def test_unet_shapes():
+    m = UNet(UNetConfig(base_channels=4, depth=3)).eval()
+    assert m(torch.rand(2, 3, 64, 48)).shape == (2, 1, 64, 48)
+    assert m.multiple == 8
+
+
+def test_loss_and_metrics_on_known_tensors():
+    t = torch.zeros(1, 1, 4, 4)
+    t[..., :2, :] = 1  # 8 positives
+    perfect = (t * 2 - 1) * 50  # confident and right
+    assert dice_loss(perfect, t) < 1e-3
+    assert segmentation_loss(perfect, t) < 1e-3
+    assert segmentation_loss(-perfect, t) > 10  # confidently wrong
+    pred = torch.zeros(4, 4, dtype=torch.bool)
+    pred[:1, :] = True
+    pred[3, 0] = True  # 4 tp, 1 fp, 4 fn
+    counts = confusion(pred, t[0, 0] > 0)
+    assert counts.tolist() == [4, 1, 4]
+    iou, f1 = iou_f1(counts)
+    assert iou == pytest.approx(4 / 9) and f1 == pytest.approx(8 / 13)
+    assert iou_f1([0, 0, 0]) == (1.0, 1.0)
+
+
+def test_early_stopping_on_scripted_sequence():
+    es = EarlyStopping(patience=2, min_delta=0.01)
+    seq = [0.5, 0.6, 0.605, 0.61, 0.62]  # +0.005, +0.01 are not > min_delta
+    stops = [es.step(v) for v in seq]
+    assert stops == [False, False, False, True, False][: len(stops)] or stops[:4] == [False, False, False, True]
+    assert es.best == 0.6
+
+
+def test_topk_retention_on_scripted_metrics(tmp_path):
+    cm = CheckpointManager(tmp_path, top_k=2, monitor="val_iou")
+    w = {"w": torch.ones(1)}
+    for epoch, v in enumerate([0.3, 0.5, 0.4, 0.7, 0.1], start=1):
+        cm.save(epoch, {"val_iou": v}, w, {"model": {}}, full_state={"epoch": epoch})
+    kept = sorted(p.name for p in tmp_path.glob("epoch_*.pt"))
+    assert kept == ["epoch_0002.pt", "epoch_0004.pt"]
+    assert load(tmp_path / "last.pt")["epoch"] == 5
+    path, meta = select_best(tmp_path)
+    assert path.name == "epoch_0004.pt" and meta["metrics"]["val_iou"] == 0.7
+
+
+def test_lr_schedule_warmup_and_decay():
+    cfg = TrainConfig(warmup_frac=0.1, min_lr_ratio=0.0, schedule="cosine")
+    f = [lr_factor(s, 100, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[50] < f[20] and f[99] < 0.01
+    with pytest.raises(ValueError):
+        lr_factor(50, 100, TrainConfig(schedule="nope"))
+
+
+def test_checkpoints_are_weights_only(tmp_path, tiny_model_file):
+    from wmrepair.checkpoints import load_model
+
+    m, meta = load_model(tiny_model_file)
+    assert isinstance(m, UNet)
+    torch.load(tiny_model_file, weights_only=True)
+    (tmp_path / "junk.pt").write_text("not a model")
+    with pytest.raises(ValueError, match="not a"):
+        load_model(tmp_path / "junk.pt")

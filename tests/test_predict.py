@@ -1,0 +1,77 @@
+import numpy as np
+import torch
+from conftest import make_image
+
+from wmrepair.config import OptimizationConfig
+from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig, ramp_window, tile_starts
+
+
+def test_tile_starts_cover_with_overlap():
+    for length, tile, ov in [(1000, 256, 32), (256, 256, 32), (300, 256, 32), (100, 256, 0)]:
+        s = tile_starts(length, tile, ov)
+        assert s[0] == 0 and s[-1] == max(0, length - tile)
+        assert all(b - a <= tile - ov for a, b in zip(s, s[1:]))
+
+
+def test_ramp_window_is_positive_and_flat_inside():
+    w = ramp_window(64, 8)
+    assert w.min() > 0 and w[32, 32] == 1.0 and w[0, 0] < w[4, 4]
+
+
+def test_large_photo_processed_by_tiles_at_native_resolution(colour_detector):
+    img = make_image(3000, 4000, seed=1)
+    p = OptimizedWatermarkPredictor(colour_detector, OptimizationConfig(), PredictConfig(max_side=0))
+    assert p.tiles_for((3000, 4000)) > 50  # native resolution: cut into many tiles
+    prob = p.predict_proba([img])[0]
+    assert prob.shape == (3000, 4000)
+    truth = (img == (255, 0, 0)).all(-1)
+    assert ((prob > 0.5) == truth).mean() > 0.999  # blending leaves no seams
+    assert p.batcher.stats.items == p.tiles_run
+
+
+def test_default_scales_large_images_down_and_back(colour_detector):
+    img = make_image(3000, 4000, seed=2)
+    p = OptimizedWatermarkPredictor(colour_detector, OptimizationConfig(), PredictConfig(max_side=512))
+    prob = p.predict_proba([img])[0]
+    assert prob.shape == (3000, 4000)
+    truth = (img == (255, 0, 0)).all(-1)
+    inter = ((prob > 0.5) & truth).sum() / ((prob > 0.5) | truth).sum()
+    assert inter > 0.9
+
+
+def test_mixed_sizes_batched_together_and_match_single(colour_detector):
+    imgs = [make_image(h, w, seed=i) for i, (h, w) in enumerate([(240, 320), (100, 90), (480, 640), (37, 300)])]
+    p = OptimizedWatermarkPredictor(colour_detector, OptimizationConfig(), PredictConfig())
+    together = p.predict_proba(imgs)
+    alone = [p.predict_proba([im])[0] for im in imgs]
+    for a, b, im in zip(together, alone, imgs):
+        assert a.shape == im.shape[:2]
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_unet_predictor_naive_vs_optimised_agree(tiny_model_file):
+    img = make_image(200, 300, seed=3)
+    naive = OptimizedWatermarkPredictor(tiny_model_file, OptimizationConfig(), optimized=False)
+    fast = OptimizedWatermarkPredictor(tiny_model_file, OptimizationConfig(), optimized=True)
+    a, b = naive.predict_proba([img])[0], fast.predict_proba([img])[0]
+    tol = 0.05 if fast.amp_dtype else 1e-4  # bf16 rounding where autocast is on
+    assert np.abs(a - b).max() < tol
+
+
+def test_oom_during_detection_backs_off(colour_detector):
+    calls = {"n": 0}
+
+    class Flaky(torch.nn.Module):
+        multiple = 1
+
+        def forward(self, x):
+            calls["n"] += 1
+            if x.shape[0] > 2:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return colour_detector(x)
+
+    p = OptimizedWatermarkPredictor(Flaky(), OptimizationConfig.from_dict({"batch": {"initial_batch_size": 8}}))
+    imgs = [make_image(240, 320, seed=i) for i in range(6)]
+    probs = p.predict_proba(imgs)
+    assert len(probs) == 6 and p.batcher.stats.ooms >= 1 and p.batcher.batch_size <= 2
+    assert all(((pr > 0.5) == (im == (255, 0, 0)).all(-1)).mean() > 0.99 for pr, im in zip(probs, imgs))

@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from wmrepair.profiling import PerformanceAnalyzer, performance_profile
+
+
+def test_stage_statistics_on_known_timings():
+    a = PerformanceAnalyzer()
+    for t in [1.0, 2.0, 3.0, 4.0, 10.0]:
+        a.record("detect", t)
+    a.count("detect", 50)
+    s = a.stage_stats()["detect"]
+    assert s["count"] == 5 and s["total_s"] == 20.0 and s["mean_s"] == 4.0
+    assert s["p50_s"] == 3.0
+    assert s["p95_s"] == pytest.approx(8.8)  # linear interpolation between 4 and 10
+    assert a.throughput()["detect"] == pytest.approx(2.5)
+
+
+def test_bottlenecks_and_report(tmp_path):
+    a = PerformanceAnalyzer()
+    a.record("decode", 6.0)
+    a.record("detect", 4.0)
+    found = a.bottlenecks(memory={"oom_events": 2, "pauses": 1, "pause_seconds": 3.0})
+    text = json.dumps(found)
+    assert "data loading/IO takes 60%" in text
+    assert "largest stage: decode" in text
+    assert "2 out-of-memory events" in text and "pauses under memory pressure" in text
+    path = a.generate_performance_report(tmp_path)
+    assert json.loads(path.read_text())["stages"]["decode"]["count"] == 1
+
+
+def test_decorator_and_context_forms():
+    a = PerformanceAnalyzer()
+
+    @performance_profile("f", a)
+    def f(n):
+        return f(n - 1) if n else 0
+
+    f(3)
+    with performance_profile("g", a):
+        pass
+    assert a.stage_stats()["f"]["count"] == 4 and a.stage_stats()["g"]["count"] == 1

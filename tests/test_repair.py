@@ -1,0 +1,159 @@
+import csv
+import time
+
+import numpy as np
+import pytest
+from conftest import make_image
+from PIL import Image
+
+from wmrepair.config import OptimizationConfig
+from wmrepair.inpaint import Inpainter, InpaintModelUnavailable, resolve_weights
+from wmrepair.predict import OptimizedWatermarkPredictor
+from wmrepair.repair import RepairConfig, RepairEngine, dilate, postprocess_mask
+
+
+@pytest.fixture(scope="module")
+def cv2_inpainter():
+    return Inpainter("cv2")  # the real IOPaint model, in-process
+
+
+def _engine(detector, inpainter, **kw):
+    p = OptimizedWatermarkPredictor(detector, OptimizationConfig())
+    return RepairEngine(p, inpainter, RepairConfig(**kw))
+
+
+def _rows(path):
+    return list(csv.DictReader(open(path)))
+
+
+def _folder(root, n=5):
+    root.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        ext = ".jpg" if i % 2 else ".png"
+        sub = root / ("nested" if i == 3 else "")
+        sub.mkdir(exist_ok=True)
+        Image.fromarray(make_image(120 + 10 * i, 160, seed=i)).save(sub / f"img{i}{ext}", quality=95)
+        names.append(str((sub / f"img{i}{ext}").relative_to(root)))
+    return sorted(names)
+
+
+def test_real_iopaint_repairs_and_keeps_names(tmp_path, colour_detector, cv2_inpainter):
+    names = _folder(tmp_path / "in")
+    eng = _engine(colour_detector, cv2_inpainter)
+    rows = eng.run(tmp_path / "in", tmp_path / "out", masks_dir=tmp_path / "masks", progress=False)
+    assert len(rows) == len(names) and all(r["status"] == "ok" for r in rows)
+    for n in names:
+        src, out = tmp_path / "in" / n, tmp_path / "out" / n
+        assert out.exists()
+        assert Image.open(out).format == Image.open(src).format  # JPEG stays JPEG
+        assert Image.open(out).size == Image.open(src).size
+        before = np.asarray(Image.open(src).convert("RGB")).astype(int)
+        after = np.asarray(Image.open(out).convert("RGB")).astype(int)
+        red = (before[..., 0] > 200) & (before[..., 1] < 50)
+        assert after[red][:, 1].mean() > 60  # the red mark was painted over
+        mask = np.asarray(Image.open(tmp_path / "masks" / f"{n}.mask.png"))
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255} and mask.shape == before.shape[:2]
+    assert {r["input"] for r in _rows(tmp_path / "out" / "manifest.csv")} == {str(tmp_path / "in" / n) for n in names}
+
+
+def test_failures_are_isolated(tmp_path, colour_detector, cv2_inpainter):
+    _folder(tmp_path / "in", n=6)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    calls = {"n": 0}
+
+    def flaky(rgb, mask):
+        calls["n"] += 1
+        key = rgb.shape[0]  # image i has height 120 + 10 i
+        if key == 130:
+            raise ValueError("forced failure")
+        if key == 140:
+            time.sleep(5)  # forced timeout
+        if key == 160:
+            raise MemoryError("simulated OOM")
+        return cv2_inpainter(rgb, mask)
+
+    eng = _engine(colour_detector, flaky, image_timeout_s=1.0)
+    rows = eng.run(tmp_path / "in", tmp_path / "out", progress=False)
+    by = {r["input"].rsplit("/", 1)[-1]: r for r in rows}
+    assert len(rows) == 7
+    assert by["broken.png"]["status"] == "failed" and by["broken.png"]["error"]
+    assert by["img1.jpg"]["status"] == "failed" and "forced failure" in by["img1.jpg"]["error"]
+    assert by["img2.png"]["status"] == "failed" and "timed out" in by["img2.png"]["error"]
+    assert by["img4.png"]["status"] == "failed" and "out of memory" in by["img4.png"]["error"]
+    for ok in ("img0.png", "img3.jpg", "img5.jpg"):
+        assert by[ok]["status"] == "ok"
+    assert eng.memory.stats.oom_events >= 1
+    assert not (tmp_path / "out" / "img1.jpg").exists()  # no half-written outputs
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_rerun_skips_existing(tmp_path, colour_detector, cv2_inpainter):
+    _folder(tmp_path / "in", n=3)
+    eng = _engine(colour_detector, cv2_inpainter)
+    eng.run(tmp_path / "in", tmp_path / "out", progress=False)
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("img*")}
+    rows = _engine(colour_detector, cv2_inpainter).run(tmp_path / "in", tmp_path / "out", progress=False)
+    assert {r["status"] for r in rows} == {"skipped"}
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("img*")}
+
+
+def test_clean_image_copied_bit_for_bit_and_alpha_kept(tmp_path, colour_detector, cv2_inpainter):
+    (tmp_path / "in").mkdir()
+    clean = make_image(64, 64, red_box=False)
+    Image.fromarray(clean).save(tmp_path / "in" / "clean.jpg", quality=80)
+    rgba = np.dstack([make_image(64, 64), np.full((64, 64), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "in" / "alpha.png")
+    _engine(colour_detector, cv2_inpainter).run(tmp_path / "in", tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "clean.jpg").read_bytes() == (tmp_path / "in" / "clean.jpg").read_bytes()
+    out = Image.open(tmp_path / "out" / "alpha.png")
+    assert out.mode == "RGBA" and np.asarray(out)[..., 3].max() == 128
+
+
+def test_exif_orientation_honoured(tmp_path, colour_detector, cv2_inpainter):
+    (tmp_path / "in").mkdir()
+    img = Image.fromarray(make_image(60, 100))  # stored landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 on display
+    img.save(tmp_path / "in" / "phone.jpg", exif=exif, quality=95)
+    _engine(colour_detector, cv2_inpainter).run(tmp_path / "in", tmp_path / "out", progress=False)
+    assert Image.open(tmp_path / "out" / "phone.jpg").size == (60, 100)  # as the user sees it
+
+
+def test_iterates_while_residual_exceeds_threshold(colour_detector):
+    calls = []
+
+    def weak(rgb, mask):  # removes only half the mark per call
+        calls.append(mask.sum())
+        out = rgb.copy()
+        ys, xs = np.nonzero(mask & (rgb == (255, 0, 0)).all(-1))
+        half = len(ys) // 2
+        out[ys[:half], xs[:half]] = (120, 120, 120)
+        return out
+
+    eng = _engine(colour_detector, weak, max_iterations=3, threshold=0.0, dilation=0.0)
+    out, mask, iters = eng.repair_image(make_image(100, 100), OptimizedWatermarkPredictor(
+        colour_detector, OptimizationConfig()).predict_proba([make_image(100, 100)])[0])
+    assert iters == 3 and len(calls) == 3
+
+
+def test_mask_postprocessing():
+    prob = np.zeros((100, 100), np.float32)
+    prob[10:30, 10:30] = 0.9
+    prob[80, 80] = 0.9  # a speck
+    m = postprocess_mask(prob, 0.5, min_component=1e-3)
+    assert m[20, 20] and not m[80, 80]
+    assert dilate(m, 0.05).sum() > m.sum()
+
+
+def test_missing_weights_fail_fast_with_guidance(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAMA_MODEL_URL", raising=False)
+    with pytest.raises(InpaintModelUnavailable) as e:
+        resolve_weights("lama", tmp_path)
+    assert "LAMA_MODEL_URL" in str(e.value) and "torch/hub/checkpoints/big-lama.pt" in str(e.value)
+    with pytest.raises(InpaintModelUnavailable, match="unknown inpaint model"):
+        resolve_weights("nonsense")
+    f = tmp_path / "torch" / "hub" / "checkpoints" / "big-lama.pt"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"weights")
+    assert resolve_weights("lama", tmp_path) == {"LAMA_MODEL_URL": str(f.resolve())}

@@ -1,0 +1,122 @@
+"""The real workflow through the Snakemake CLI, on a tiny config in a temp folder."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, VENV_BIN
+
+SNAKEMAKE = [str(VENV_BIN / "snakemake")] if (VENV_BIN / "snakemake").exists() else [sys.executable, "-m", "snakemake"]
+
+TINY = {
+    "data": {"synth": {"seed": 0, "n_train": 48, "n_val": 16, "n_test": 6,
+                       "test_sizes": [[320, 240], [640, 480], [1200, 1000]]}},
+    "train": {"epochs": 2, "batch_size": 8, "crop": 96, "patience": 0, "top_k": 2, "seed": 0,
+              "time_budget_s": None, "model": {"base_channels": 8, "depth": 3, "in_channels": 3}},
+    "repair": {"chunk_size": 4},
+}
+
+
+def smk(workdir: Path, *args: str, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cfg = workdir / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(config or TINY))
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(ROOT / "config/config.yaml"),
+           str(cfg), "--cores", "2", "--resources", "gpu=1", *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(f"snakemake failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("wf")
+    smk(wd)
+    return wd
+
+
+def test_dry_run_dag(tmp_path):
+    p = smk(tmp_path, "-n", "--quiet", "rules")
+    for rule in ("synthesize_dataset", "cache_dataset", "train", "select_checkpoint", "split_inputs",
+                 "gather_repair", "evaluate", "report"):
+        assert rule in p.stdout + p.stderr
+
+
+def test_lint():
+    p = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--lint", "--directory", str(ROOT)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_every_stage_output(finished_run):
+    r = finished_run / "results"
+    assert (r / "data/synth/synth.json").exists()
+    for split in ("train", "val"):
+        idx = json.loads((r / f"cache/{split}/index.json").read_text())
+        assert idx["count"] == (48 if split == "train" else 16) and len(idx["content_hash"]) == 64
+    hist = pd.read_csv(r / "train/history.csv")
+    assert list(hist.epoch) == [1, 2]
+    card = json.loads((r / "model/model.json").read_text())
+    assert card["sha256"] and "val_iou" in card["metrics"]
+    import torch
+
+    torch.load(r / "model/model.pt", weights_only=True)
+    chunks = sorted((r / "repair/chunks").glob("chunk_*.txt"))
+    assert len(chunks) == 2  # 6 images, chunk_size 4
+    m = pd.read_csv(r / "repair/manifest.csv", keep_default_na=False)
+    inputs = sorted((r / "data/synth/test/watermarked").iterdir())
+    assert len(m) == len(inputs) == 6
+    assert set(m.columns) >= {"input", "output", "status", "error", "mask_fraction", "iterations", "seconds"}
+    for row in m.itertuples():
+        assert row.status == "ok", row.error
+        src, out = Path(row.input), Path(row.output)
+        assert out.suffix == src.suffix and out.name == src.name and out.exists()
+    metrics = json.loads((r / "eval/metrics.json").read_text())
+    assert metrics["n_images"] == 6 and "mask_iou" in metrics and metrics["psnr_input"] is not None
+    html = (r / "report/report.html").read_text()
+    assert "wmrepair report" in html and 'id="n-images">6<' in html
+    for rule in ("synthesize_dataset", "train", "select_checkpoint", "evaluate"):
+        assert (finished_run / "logs" / rule).is_dir()
+    assert (r / "benchmarks/train.tsv").exists()
+
+
+def test_rerun_nothing_to_do_and_forcerun_train(finished_run):
+    p = smk(finished_run, "-n")
+    assert "Nothing to be done" in p.stdout + p.stderr
+    p = smk(finished_run, "-n", "--forcerun", "train")
+    out = p.stdout + p.stderr
+    for rule in ("train", "select_checkpoint", "repair_chunk", "gather_repair", "evaluate", "report"):
+        assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
+    assert "synthesize_dataset:" not in out
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"train": {"epochs": -1}}, "train.epochs"),
+    ({"optimization": {"level": "turbo"}}, "optimization.level"),
+    ({"repair": {"chunk_sizes": 3}}, "repair"),
+    ({"optimization": {"level": "balanced", "batch": {"initial_batch_size": 64, "max_batch_size": 8}}}, "optimization.batch"),
+])
+def test_malformed_config_one_line_error(tmp_path, override, key):
+    cfg = {**TINY, **{k: {**TINY.get(k, {}), **v} for k, v in override.items()}}
+    p = smk(tmp_path, "-n", config=cfg, check=False)
+    assert p.returncode != 0
+    err = (p.stderr + p.stdout).strip()
+    lines = [ln for ln in err.splitlines() if "wmrepair config error" in ln]
+    assert len(lines) == 1 and key in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_user_data_skips_synthesis(tmp_path, finished_run):
+    """Own input folder + own model: no synthesis, no training."""
+    own = tmp_path / "photos"
+    shutil.copytree(finished_run / "results/data/synth/test/watermarked", own)
+    cfg = {**TINY, "model": {"path": str(finished_run / "results/model/model.pt")},
+           "repair": {"chunk_size": 10, "input_dir": str(own)}}
+    p = smk(tmp_path, "-n", config=cfg)
+    out = p.stdout + p.stderr
+    assert "synthesize_dataset" not in out and "rule train:" not in out and "split_inputs" in out

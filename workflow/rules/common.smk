@@ -1,0 +1,97 @@
+# Config validation, paths derived from config, and input functions.
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+def _validate_config():
+    """Schema first (snakemake.utils.validate), then the library's own checks; one line on failure."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    except WorkflowError as exc:
+        import jsonschema
+        import yaml
+
+        schema = yaml.safe_load(open(workflow.source_path("../schemas/config.schema.yaml")))
+        err = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(config))
+        where = ".".join(str(p) for p in err.absolute_path) if err is not None else "?"
+        msg = err.message if err is not None else str(exc).splitlines()[0]
+        sys.exit(f"wmrepair config error: {where}: {msg}")
+    try:
+        from wmrepair.config import OptimizationConfig
+
+        OptimizationConfig.from_dict(config["optimization"])
+    except ValueError as exc:
+        sys.exit(f"wmrepair config error: {exc}")
+    if bool(config["data"]["train_dir"]) != bool(config["data"]["val_dir"]):
+        sys.exit("wmrepair config error: data.train_dir and data.val_dir must be set together")
+    for key in ("train_dir", "val_dir"):
+        d = config["data"][key]
+        if d and not Path(d).is_dir():
+            sys.exit(f"wmrepair config error: data.{key}: folder {d} does not exist")
+    d = config["repair"]["input_dir"]
+    if d and not Path(d).is_dir():
+        sys.exit(f"wmrepair config error: repair.input_dir: folder {d} does not exist")
+    m = config["model"]["path"]
+    if m and not Path(m).is_file():
+        sys.exit(f"wmrepair config error: model.path: file {m} does not exist")
+
+
+_validate_config()
+
+RESULTS = config["results"]
+LOGS = config["logs"]
+BENCH = f"{RESULTS}/benchmarks"
+SYNTH = f"{RESULTS}/data/synth"
+USE_SYNTH_TRAIN = not config["data"]["train_dir"]
+USE_SYNTH_TEST = not config["repair"]["input_dir"]
+USE_OWN_MODEL = bool(config["model"]["path"])
+
+
+def train_data_dir(split):
+    """Folder with watermarked/ + masks/ (or clean/) for `split` (train or val)."""
+    if USE_SYNTH_TRAIN:
+        return f"{SYNTH}/{split}"
+    return config["data"][f"{split}_dir"]
+
+
+def synth_for_train():
+    """The synthetic dataset's marker file when training uses it (else nothing)."""
+    return [f"{SYNTH}/synth.json"] if USE_SYNTH_TRAIN else []
+
+
+def synth_for_test():
+    """The synthetic dataset's marker file when repair uses its test split (else nothing)."""
+    return [f"{SYNTH}/synth.json"] if USE_SYNTH_TEST else []
+
+
+def repair_input_dir():
+    return f"{SYNTH}/test/watermarked" if USE_SYNTH_TEST else config["repair"]["input_dir"]
+
+
+def ground_truth(kind):
+    """clean/ or masks/ folder of the images being repaired, or None."""
+    if USE_SYNTH_TEST:
+        return f"{SYNTH}/test/{kind}"
+    return config["repair"][f"{kind[:-1] if kind == 'masks' else kind}_dir"]
+
+
+def model_file():
+    return config["model"]["path"] if USE_OWN_MODEL else f"{RESULTS}/model/model.pt"
+
+
+def chunk_manifests(wildcards):
+    """All chunk manifests, known once the split_inputs checkpoint has run."""
+    out = checkpoints.split_inputs.get().output[0]
+    ids = glob_wildcards(f"{out}/chunk_{{i}}.txt").i
+    return expand(f"{RESULTS}/repair/manifests/chunk_{{i}}.csv", i=sorted(ids))
+
+
+def final_outputs():
+    outs = [f"{RESULTS}/repair/manifest.csv", f"{RESULTS}/eval/metrics.json", f"{RESULTS}/report/report.html"]
+    if not USE_OWN_MODEL:
+        outs += [f"{RESULTS}/model/model.pt", f"{RESULTS}/model/model.json"]
+    return outs

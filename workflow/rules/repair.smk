@@ -1,0 +1,76 @@
+checkpoint split_inputs:
+    input:
+        synth_for_test(),
+    output:
+        directory(f"{RESULTS}/repair/chunks"),
+    log:
+        f"{LOGS}/split_inputs/split_inputs.log",
+    benchmark:
+        f"{BENCH}/split_inputs.tsv"
+    params:
+        input_dir=repair_input_dir(),
+        chunk_size=config["repair"]["chunk_size"],
+    conda:
+        "../envs/wmrepair.yaml"
+    script:
+        "../scripts/split_inputs.py"
+
+
+rule repair_chunk:
+    input:
+        chunk=f"{RESULTS}/repair/chunks/chunk_{{i}}.txt",
+        model=model_file(),
+    output:
+        manifest=f"{RESULTS}/repair/manifests/chunk_{{i}}.csv",
+    log:
+        f"{LOGS}/repair_chunk/chunk_{{i}}.log",
+    benchmark:
+        f"{BENCH}/repair_chunk/chunk_{{i}}.tsv"
+    params:
+        input_dir=repair_input_dir(),
+        images=f"{RESULTS}/repair/images",
+        masks=f"{RESULTS}/repair/masks",
+    threads: workflow.cores
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, attempt: config["repair"]["mem_mb"] * attempt,
+    conda:
+        "../envs/wmrepair.yaml"
+    script:
+        "../scripts/repair_chunk.py"
+
+
+rule gather_repair:
+    input:
+        chunk_manifests,
+    output:
+        manifest=f"{RESULTS}/repair/manifest.csv",
+    log:
+        f"{LOGS}/gather_repair/gather_repair.log",
+    benchmark:
+        f"{BENCH}/gather_repair.tsv"
+    conda:
+        "../envs/wmrepair.yaml"
+    script:
+        "../scripts/gather_repair.py"
+
+
+rule evaluate:
+    input:
+        manifest=f"{RESULTS}/repair/manifest.csv",
+    output:
+        metrics=f"{RESULTS}/eval/metrics.json",
+        per_image=f"{RESULTS}/eval/per_image.csv",
+    log:
+        f"{LOGS}/evaluate/evaluate.log",
+    benchmark:
+        f"{BENCH}/evaluate.tsv"
+    params:
+        input_dir=repair_input_dir(),
+        clean=ground_truth("clean"),
+        masks=ground_truth("masks"),
+        pred_masks=f"{RESULTS}/repair/masks",
+    conda:
+        "../envs/wmrepair.yaml"
+    script:
+        "../scripts/evaluate.py"

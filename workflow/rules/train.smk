@@ -1,0 +1,38 @@
+rule train:
+    input:
+        train=f"{RESULTS}/cache/train/index.json",
+        val=f"{RESULTS}/cache/val/index.json",
+    output:
+        summary=f"{RESULTS}/train/summary.json",
+        history=f"{RESULTS}/train/history.csv",
+    log:
+        f"{LOGS}/train/train.log",
+    benchmark:
+        f"{BENCH}/train.tsv"
+    params:
+        out=f"{RESULTS}/train",
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    conda:
+        "../envs/wmrepair.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule select_checkpoint:
+    input:
+        summary=f"{RESULTS}/train/summary.json",
+    output:
+        model=f"{RESULTS}/model/model.pt",
+        card=f"{RESULTS}/model/model.json",
+    log:
+        f"{LOGS}/select_checkpoint/select_checkpoint.log",
+    benchmark:
+        f"{BENCH}/select_checkpoint.tsv"
+    params:
+        checkpoints=f"{RESULTS}/train/checkpoints",
+    conda:
+        "../envs/wmrepair.yaml"
+    script:
+        "../scripts/select_checkpoint.py"
