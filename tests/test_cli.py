@@ -25,21 +25,24 @@ def test_help_explains():
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path, tiny_model_file):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"")
     cases = [
         ("repair", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file)),
-        ("repair", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")),
-        ("repair", "--input", str(tmp_path), "--output", str(tmp_path), "--model", str(tiny_model_file)),
+        ("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")),
+        ("repair", "--input", str(src), "--output", str(src / "out"), "--model", str(tiny_model_file)),
+        ("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(src / "a.png")),
     ]
-    (tmp_path / "a.png").write_bytes(b"")
     for args in cases:
         p = run(*args)
         assert p.returncode == 2, p.stderr
         assert "Traceback" not in p.stderr
         assert p.stderr.strip().splitlines()[-1].startswith("wmrepair: error:")
-    p = run("repair", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
+    p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
             "--inpaint-model", "lama")
     assert p.returncode == 2 and "LAMA_MODEL_URL" in p.stderr and "Traceback" not in p.stderr
-    p = run("repair", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
+    p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
             "--threshold", "7")
     assert p.returncode == 2 and "between 0 and 1" in p.stderr
 

@@ -33,9 +33,10 @@ def test_loss_and_metrics_on_known_tensors():
 def test_early_stopping_on_scripted_sequence():
     es = EarlyStopping(patience=2, min_delta=0.01)
     seq = [0.5, 0.6, 0.605, 0.61, 0.62]  # +0.005, +0.01 are not > min_delta
-    stops = [es.step(v) for v in seq]
-    assert stops == [False, False, False, True, False][: len(stops)] or stops[:4] == [False, False, False, True]
-    assert es.best == 0.6
+    stops = [es.step(v) for v in seq[:4]]
+    assert stops == [False, False, False, True]
+    assert es.best == 0.6 and es.bad == 2
+    assert es.step(0.62) is False and es.best == 0.62  # a real improvement resets patience
 
 
 def test_topk_retention_on_scripted_metrics(tmp_path):

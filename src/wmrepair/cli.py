@@ -100,6 +100,8 @@ def cmd_repair(a: argparse.Namespace) -> int:
     inp = Path(a.input)
     if not inp.is_dir():
         raise UserError(f"--input {inp} is not a folder")
+    if not Path(a.model).is_file():
+        raise UserError(f"--model {a.model} does not exist (train one with `make run`, or point at a .pt file)")
     out = Path(a.output)
     if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
         raise UserError("--output must not be --input or inside it (inputs are never overwritten)")

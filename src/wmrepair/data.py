@@ -76,19 +76,26 @@ class CachedDataset(_Seeded):
     """Reads rows straight from the cache's memmaps; workers share pages, not copies."""
 
     def __init__(self, cache_root: str | Path, size: int, keys: list[str] | None = None, crop: int | None = None,
-                 augment: bool = True, seed: int = 0, scale_range: tuple[float, float] = (0.75, 1.5)) -> None:
+                 augment: bool = True, seed: int = 0, scale_range: tuple[float, float] = (0.75, 1.5),
+                 release_every: int = 256) -> None:
         super().__init__(crop, augment, seed, scale_range)
         self.cache = DatasetCache(cache_root, size=size)
         self.locs = self.cache.locations(keys)
         if not self.locs:
             raise ValueError(f"cache at {cache_root} is empty")
+        self.release_every = release_every
+        self._reads = 0
 
     def __len__(self) -> int:
         return len(self.locs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rgb, mask = self.cache.get(*self.locs[index])
-        return self._sample(rgb, mask, index)
+        out = self._sample(rgb, mask, index)  # copies: the memmap pages may go now
+        self._reads += 1
+        if self.release_every and self._reads % self.release_every == 0:
+            self.cache.release()
+        return out
 
 
 class FileDataset(_Seeded):

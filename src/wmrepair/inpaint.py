@@ -70,7 +70,7 @@ class Inpainter:
     """Wraps IOPaint's ModelManager; `__call__(rgb, mask) -> rgb` (uint8)."""
 
     def __init__(self, name: str = "cv2", device: str = "cpu", model_dir: str | Path | None = None,
-                 hd_strategy: str = "Crop", cv2_radius: int = 5, cv2_flag: str = "INPAINT_TELEA") -> None:
+                 hd_strategy: str = "Crop", cv2_radius: int = 3, cv2_flag: str = "INPAINT_NS") -> None:
         env = resolve_weights(name, model_dir)
         os.environ.update(env)  # IOPaint reads these at import time
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

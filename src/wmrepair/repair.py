@@ -101,7 +101,7 @@ class _Item:
     rel: Path
     out: Path
     row: dict[str, Any]
-    t0: float = 0.0
+    work_s: float = 0.0  # this image's own processing time (not queueing)
     image: LoadedImage | None = None
 
 
@@ -132,7 +132,10 @@ class RepairEngine:
             it += 1
             if it >= c.max_iterations:
                 break
-            det = postprocess_mask(self.p.predict_proba([cur])[0], c.mask_threshold, c.min_component)
+            # Leftovers of a mark lie next to it: new detections far from the
+            # first mask are false positives that a second pass would only damage.
+            near = dilate(total, 3 * c.dilation)
+            det = postprocess_mask(self.p.predict_proba([cur])[0], c.mask_threshold, c.min_component) & near
             total |= det
         return cur, total, it
 
@@ -178,13 +181,21 @@ class RepairEngine:
                         ready.append(it)
                     except Exception as exc:
                         self._fail(it, exc)
-                for it, prob in self._detect(ready):
+                t_det = time.perf_counter()
+                detected = list(self._detect(ready))
+                share = (time.perf_counter() - t_det) / max(1, len(ready))
+                for it, prob in detected:
+                    it.work_s += share
                     if isinstance(prob, BaseException):
                         self._fail(it, prob)
                         continue
                     try:
-                        with time_limit(self.cfg.image_timeout_s):
-                            out, mask, iters = self.repair_image(it.image.rgb, prob)
+                        t0 = time.perf_counter()
+                        try:
+                            with time_limit(self.cfg.image_timeout_s):
+                                out, mask, iters = self.repair_image(it.image.rgb, prob)
+                        finally:
+                            it.work_s += time.perf_counter() - t0
                         it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=iters)
                         writes.append((it, pool.submit(self._write, it, it.image, out, mask, iters, masks_dir)))
                     except Exception as exc:
@@ -204,10 +215,11 @@ class RepairEngine:
         return rows
 
     def _decode(self, it: _Item) -> LoadedImage:
-        it.t0 = time.perf_counter()
+        t0 = time.perf_counter()
         with self.analyzer.profile("decode"):
             img = read_image(it.src)
         it.row.update(height=img.rgb.shape[0], width=img.rgb.shape[1])
+        it.work_s += time.perf_counter() - t0
         return img
 
     def _detect(self, ready: list[_Item]) -> Iterator[tuple[_Item, np.ndarray | BaseException]]:
@@ -231,6 +243,7 @@ class RepairEngine:
 
     def _write(self, it: _Item, src: LoadedImage, out: np.ndarray, mask: np.ndarray, iters: int,
                masks_dir: str | Path | None) -> None:
+        t0 = time.perf_counter()
         with self.analyzer.profile("encode"):
             if iters == 0:  # nothing to repair: the original bytes, bit for bit
                 tmp = it.out.with_name(f".{it.out.name}.copy.tmp")
@@ -243,6 +256,7 @@ class RepairEngine:
                 atomic_write_bytes(it.out, data)
             if masks_dir is not None:
                 write_mask(Path(masks_dir) / f"{it.rel}.mask.png", mask)
+        it.work_s += time.perf_counter() - t0
 
     def _drain(self, writes: list[tuple[_Item, Future]], block: bool) -> list[tuple[_Item, Future]]:
         pending = []
@@ -252,7 +266,7 @@ class RepairEngine:
                 continue
             try:
                 f.result()
-                it.row.update(status="ok", seconds=round(time.perf_counter() - it.t0, 4))
+                it.row.update(status="ok", seconds=round(it.work_s, 4))
                 self.analyzer.count("images_ok")
             except Exception as exc:
                 self._fail(it, exc)
@@ -264,8 +278,7 @@ class RepairEngine:
             msg = f"out of memory: {exc}"
         else:
             msg = f"{type(exc).__name__}: {exc}"
-        it.row.update(status="failed", error=" ".join(msg.split())[:500],
-                      seconds=round(time.perf_counter() - it.t0, 4) if it.t0 else 0.0)
+        it.row.update(status="failed", error=" ".join(msg.split())[:500], seconds=round(it.work_s, 4))
         it.image = None
         self.analyzer.count("images_failed")
         log.warning("failed %s: %s", it.src, msg)

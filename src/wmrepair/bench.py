@@ -1,0 +1,409 @@
+"""Side-by-side benchmarks: naive baselines vs the optimised paths, in one run, medians of repeats.
+
+`wmrepair bench train|predict|repair|all` prints a table and writes JSON under
+`--out`. Everything runs on data synthesised on the spot, so figures are
+comparable between machines; memory figures come from child processes so one
+variant's allocations never inflate another's.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+
+def _median_rate(fn, n_items: int, repeats: int) -> tuple[float, list[float]]:
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(n_items / (time.perf_counter() - t0))
+    return statistics.median(rates), rates
+
+
+def _rss_anon_mb(pid: int | None = None) -> float:
+    with open(f"/proc/{pid or os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakRSS:
+    """Peak RSS (and anonymous RSS) of this process, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import threading
+
+        self.interval = interval
+        self.peak = self.peak_anon = 0.0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        p = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, p.memory_info().rss / 2**20)
+            self.peak_anon = max(self.peak_anon, _rss_anon_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def _in_child(fn, *args: Any) -> dict[str, Any]:
+    """Run fn(*args) -> dict in a fresh process (spawn) and return its result."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _synth(tmp: Path, n_train: int, n_test: int = 0, sizes: list[tuple[int, int]] | None = None) -> Path:
+    from wmrepair.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(seed=123, n_train=n_train, n_val=1, n_test=max(1, n_test))
+    if sizes:
+        cfg.test_sizes = sizes
+    synthesize(tmp, cfg, progress=False)
+    return tmp
+
+
+def peak_matmul_gflops(dtype: str = "bfloat16", n: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    a = torch.randn(n, n).to(getattr(torch, dtype))
+    b = torch.randn(n, n).to(getattr(torch, dtype))
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+# ---------------------------------------------------------------- train ----
+def _memory_child(kind: str, data: str, cache: str, size: int) -> dict[str, Any]:
+    """One pass over the training data as each pipeline would hold it."""
+    import torch  # noqa: F401 - baseline includes torch, as in training
+
+    from wmrepair.cache import find_pairs
+    from wmrepair.data import CachedDataset, InMemoryDataset
+
+    base, base_anon = psutil.Process().memory_info().rss / 2**20, _rss_anon_mb()
+    with PeakRSS() as peak:
+        if kind == "naive_in_ram":
+            ds = InMemoryDataset(find_pairs(data), size=size, augment=True, crop=128)
+        else:
+            ds = CachedDataset(cache, size, augment=True, crop=128)
+        for i in range(len(ds)):
+            ds[i]
+    return {"baseline_rss_mb": base, "peak_rss_mb": peak.peak, "pipeline_rss_mb": peak.peak - base,
+            "peak_anon_mb": peak.peak_anon, "pipeline_anon_mb": peak.peak_anon - base_anon}
+
+
+def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from wmrepair.cache import build_cache, find_pairs
+    from wmrepair.config import OptimizationConfig, adapt_to_hardware
+    from wmrepair.data import CachedDataset, FileDataset
+    from wmrepair.losses import segmentation_loss
+    from wmrepair.model import UNet, UNetConfig
+    from wmrepair.train import autocast_for, to_input
+
+    n = 96 if quick else 600
+    steps, repeats, bs = (4, 2) if quick else (12, 3), 16
+    res: dict[str, Any] = {"images": n, "image_side": 256, "batch_size": bs, "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _synth(tmp / "data", n)
+        data = tmp / "data/train"
+        build_cache(data, tmp / "cache", size=256, progress=False)
+        res["data_mb"] = round(n * 256 * 256 * 4 / 2**20, 1)  # uint8 RGB + mask
+
+        # Data loading per epoch: decode from files vs read from the cache (same samples).
+        files = FileDataset(find_pairs(data), 256, augment=False)
+        cached = CachedDataset(tmp / "cache", 256, augment=False)
+        f_rate, _ = _median_rate(lambda: [files[i] for i in range(n)], n, repeats)
+        c_rate, _ = _median_rate(lambda: [cached[i] for i in range(n)], n, repeats)
+        files_aug = FileDataset(find_pairs(data), 256, crop=128, augment=True)
+        cached_aug = CachedDataset(tmp / "cache", 256, crop=128, augment=True)
+        fa_rate, _ = _median_rate(lambda: [files_aug[i] for i in range(n)], n, repeats)
+        ca_rate, _ = _median_rate(lambda: [cached_aug[i] for i in range(n)], n, repeats)
+        res["data_loading"] = {
+            "epoch_s_decode_files": n / f_rate, "epoch_s_cache": n / c_rate, "ratio": c_rate / f_rate,
+            "with_augmentation": {"epoch_s_decode_files": n / fa_rate, "epoch_s_cache": n / ca_rate,
+                                  "ratio": ca_rate / fa_rate},
+        }
+
+        # Training throughput, same model init, same samples.
+        def trainer(ds, amp, cl, compile_model=False):
+            torch.manual_seed(0)
+            model = UNet(UNetConfig())
+            if cl:
+                model = model.to(memory_format=torch.channels_last)
+            fwd = torch.compile(model) if compile_model else model
+            opt = torch.optim.AdamW(model.parameters(), 1e-3)
+            loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True,
+                                generator=torch.Generator().manual_seed(0))
+            dev = torch.device("cpu")
+
+            def run():
+                it = iter(loader)
+                for _ in range(steps):
+                    x, y = next(it)
+                    x = to_input(x, dev, cl)
+                    with autocast_for(dev, amp):
+                        logits = fwd(x)
+                    loss = segmentation_loss(logits, y.float())
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+
+            run()  # warm-up (and compile)
+            return run
+
+        variants = {"naive": (FileDataset(find_pairs(data), 256, crop=128), None, False, False)}
+        for level in ("conservative", "balanced", "aggressive"):
+            eff = adapt_to_hardware(OptimizationConfig.from_level(level))
+            variants[level] = (CachedDataset(tmp / "cache", 256, crop=128), eff.model.amp_dtype,
+                               eff.model.channels_last, eff.model.compile_model and not quick)
+        res["throughput"] = {}
+        for name, (ds, amp, cl, comp) in variants.items():
+            try:
+                rate, rates = _median_rate(trainer(ds, amp, cl, comp), steps * bs, repeats)
+            except Exception as exc:  # e.g. torch.compile unavailable: say so, keep going
+                res["throughput"][name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                continue
+            res["throughput"][name] = {"samples_per_s": rate, "repeats": rates, "amp": amp,
+                                       "channels_last": cl, "compile": comp}
+        naive = res["throughput"]["naive"]["samples_per_s"]
+        for v in res["throughput"].values():
+            if "samples_per_s" in v:
+                v["ratio_vs_naive"] = v["samples_per_s"] / naive
+
+        res["memory"] = {k: _in_child(_memory_child, k, str(data), str(tmp / "cache"), 256)
+                         for k in ("naive_in_ram", "cached_memmap")}
+        m = res["memory"]
+        res["memory"]["pipeline_reduction"] = 1 - m["cached_memmap"]["pipeline_rss_mb"] / max(1e-6, m["naive_in_ram"]["pipeline_rss_mb"])
+        res["memory"]["total_reduction"] = 1 - m["cached_memmap"]["peak_rss_mb"] / m["naive_in_ram"]["peak_rss_mb"]
+    _save(out, "train", res)
+    t = res["throughput"]
+    print(f"train bench: {n} images of 256 px ({res['data_mb']} MB decoded), batch {bs}, {res['threads']} threads")
+    for k, v in t.items():
+        if "samples_per_s" in v:
+            print(f"  {k:13s} {v['samples_per_s']:7.1f} samples/s  x{v['ratio_vs_naive']:.2f} vs naive"
+                  f"  (amp={v['amp']}, channels_last={v['channels_last']}, compile={v['compile']})")
+        else:
+            print(f"  {k:13s} failed: {v['error']}")
+    d = res["data_loading"]
+    print(f"  data loading / epoch: files {d['epoch_s_decode_files']:.2f}s, cache {d['epoch_s_cache']:.3f}s"
+          f" -> x{d['ratio']:.1f}; with augmentation x{d['with_augmentation']['ratio']:.1f}")
+    for k in ("naive_in_ram", "cached_memmap"):
+        v = m[k]
+        print(f"  {k:14s} peak RSS {v['peak_rss_mb']:.0f} MB (pipeline +{v['pipeline_rss_mb']:.0f} MB,"
+              f" anon +{v['pipeline_anon_mb']:.0f} MB)")
+    print(f"  data-pipeline RSS {100 * m['pipeline_reduction']:.0f}% lower; whole-process peak"
+          f" {100 * m['total_reduction']:.0f}% lower")
+    return res
+
+
+# -------------------------------------------------------------- predict ----
+def bench_predict(out: Path, quick: bool = False) -> dict[str, Any]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from wmrepair.config import OptimizationConfig
+    from wmrepair.model import UNet, UNetConfig
+    from wmrepair.predict import OptimizedWatermarkPredictor
+
+    n, repeats = (16, 2) if quick else (64, 3)
+    torch.manual_seed(0)
+    model = UNet(UNetConfig()).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(n)]
+    with FlopCounterMode(display=False) as fc:
+        model(torch.rand(1, 3, 256, 256))
+    flops = fc.get_total_flops()  # per 256x256 image
+    peak = {"bfloat16": peak_matmul_gflops("bfloat16"), "float32": peak_matmul_gflops("float32")}
+    res: dict[str, Any] = {"images": n, "side": 256, "gflop_per_image": flops / 1e9, "peak_gflops": peak}
+
+    @torch.no_grad()
+    def naive():
+        for im in images:  # the seed's "before": one image at a time, fp32, NCHW
+            x = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
+            torch.sigmoid(model(x))
+
+    res["naive"] = {"images_per_s": _median_rate(naive, n, repeats)[0]}
+    for level in ("conservative", "balanced", "aggressive"):
+        opt = OptimizationConfig.from_level(level)
+        try:
+            p = OptimizedWatermarkPredictor(UNet(UNetConfig()).eval(), opt, optimized=level != "conservative")
+            p.model.load_state_dict(model.state_dict())
+            p.warmup()
+            rate = _median_rate(lambda p=p: p.predict_proba(images), n, repeats)[0]
+        except Exception as exc:
+            res[level] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            continue
+        res[level] = {"images_per_s": rate, "amp": p.amp_dtype, "channels_last": p.channels_last,
+                      "compile": p._fwd is not p.model}
+    for k in ("naive", "conservative", "balanced", "aggressive"):
+        v = res[k]
+        if "images_per_s" not in v:
+            continue
+        v["ms_per_image"] = 1000 / v["images_per_s"]
+        v["ratio_vs_naive"] = v["images_per_s"] / res["naive"]["images_per_s"]
+        v["gflops"] = v["images_per_s"] * flops / 1e9
+        v["fraction_of_bf16_peak"] = v["gflops"] / peak["bfloat16"]
+    _save(out, "predict", res)
+    print(f"predict bench: {n} images 256x256, {flops / 1e9:.2f} GFLOP/image; matmul peak bf16 "
+          f"{peak['bfloat16']:.0f} GFLOP/s, fp32 {peak['float32']:.0f} GFLOP/s")
+    for k in ("naive", "conservative", "balanced", "aggressive"):
+        v = res[k]
+        if "images_per_s" in v:
+            print(f"  {k:13s} {v['images_per_s']:7.1f} img/s {v['ms_per_image']:7.1f} ms/img  x{v['ratio_vs_naive']:.2f}"
+                  f"  {v['gflops']:.0f} GFLOP/s = {100 * v['fraction_of_bf16_peak']:.0f}% of bf16 matmul peak")
+        else:
+            print(f"  {k:13s} failed: {v['error']}")
+    return res
+
+
+# --------------------------------------------------------------- repair ----
+def _repair_child(kind: str, model: str, images: str, masks: str, out: str) -> dict[str, Any]:
+    from wmrepair.imageio import list_images
+
+    n = len(list_images(images))
+    with PeakRSS(0.05) as peak:
+        t0 = time.perf_counter()
+        if kind == "iopaint_run":
+            from wmrepair.inpaint import _quiet_loguru
+
+            _quiet_loguru()
+            from iopaint.batch_processing import batch_inpaint  # what `iopaint run` calls
+
+            batch_inpaint("cv2", "cpu", Path(images), Path(masks), Path(out))
+        else:
+            from wmrepair.config import OptimizationConfig
+            from wmrepair.repair import RepairConfig, build_engine
+
+            eng = build_engine(model, OptimizationConfig(), repair_config=RepairConfig(skip_existing=False))
+            eng.run(images, out, progress=False)
+        dt = time.perf_counter() - t0
+    return {"images": n, "seconds": dt, "images_per_s": n / dt, "peak_rss_mb": peak.peak}
+
+
+def _rss_trace_child(model: str, images: str, out: str) -> dict[str, Any]:
+    from wmrepair.config import OptimizationConfig
+    from wmrepair.repair import RepairConfig, build_engine
+
+    eng = build_engine(model, OptimizationConfig(), repair_config=RepairConfig(skip_existing=False))
+    eng.run(images, out, progress=False)
+    return {"trace": eng.rss_trace}
+
+
+def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> dict[str, Any]:
+    import shutil
+
+    from PIL import Image
+
+    from wmrepair.checkpoints import atomic_save
+    from wmrepair.imageio import list_images
+    from wmrepair.model import UNet, UNetConfig, model_config_dict
+    from wmrepair.predict import OptimizedWatermarkPredictor
+    from wmrepair.repair import postprocess_mask
+
+    n = 8 if quick else 32
+    long_n = 200 if quick else 2000
+    res: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if model is None or not Path(model).exists():
+            model = str(tmp / "model.pt")
+            m = UNet(UNetConfig())
+            atomic_save({"state_dict": m.state_dict(), "meta": {"model": model_config_dict(m)}}, model)
+            res["model"] = "untrained UNet (no trained model given)"
+        else:
+            res["model"] = str(model)
+        _synth(tmp / "d", 1, n, sizes=[(320, 240), (640, 480), (800, 600), (1024, 768), (1280, 960)])
+        images = tmp / "d/test/watermarked"  # mixed sizes, JPEG and PNG
+        # Masks for `iopaint run`: the ones our detector produces, in its naming (stem.png).
+        masks = tmp / "masks"
+        masks.mkdir()
+        pred = OptimizedWatermarkPredictor(model)
+        for rel in list_images(images):
+            from wmrepair.imageio import read_image
+
+            prob = pred.predict_proba([read_image(images / rel).rgb])[0]
+            Image.fromarray(postprocess_mask(prob).astype(np.uint8) * 255).save(masks / f"{rel.stem}.png")
+        res["ours_full_pipeline"] = _in_child(_repair_child, "ours", model, str(images), str(masks), str(tmp / "o1"))
+        res["iopaint_run_inpaint_only"] = _in_child(_repair_child, "iopaint_run", model, str(images), str(masks), str(tmp / "o2"))
+        res["ratio"] = res["ours_full_pipeline"]["images_per_s"] / res["iopaint_run_inpaint_only"]["images_per_s"]
+        res["output_mb"] = {"ours": _mb(tmp / "o1"), "iopaint_run": _mb(tmp / "o2"), "input": _mb(images)}
+
+        # RSS over a long run: many small images in one chunk.
+        small = tmp / "small"
+        small.mkdir()
+        src = sorted(images.iterdir())[0]
+        im = Image.open(src).convert("RGB").resize((96, 72))
+        for i in range(long_n):
+            im.save(small / f"s{i:05d}.png")
+        trace = _in_child(_rss_trace_child, model, str(small), str(tmp / "o3"))["trace"]
+        at = {d: r for d, r in trace}
+        first = next(r for d, r in trace if d >= long_n // 10)
+        res["long_run"] = {"images": long_n, "rss_at_10pct_mb": first, "rss_at_end_mb": trace[-1][1],
+                           "growth": trace[-1][1] / first - 1, "trace": trace[:: max(1, len(trace) // 50)]}
+        del at
+        shutil.rmtree(small)
+    _save(out, "repair", res)
+    o, i = res["ours_full_pipeline"], res["iopaint_run_inpaint_only"]
+    print(f"repair bench: {n} mixed-size JPEG/PNG images, cv2 inpainting, model: {res['model']}")
+    print(f"  ours (detect + inpaint)      {o['images_per_s']:6.2f} img/s  peak RSS {o['peak_rss_mb']:.0f} MB")
+    print(f"  iopaint run (inpaint only)   {i['images_per_s']:6.2f} img/s  peak RSS {i['peak_rss_mb']:.0f} MB")
+    print(f"  ratio x{res['ratio']:.2f}; output MB ours {res['output_mb']['ours']:.1f}, iopaint {res['output_mb']['iopaint_run']:.1f}"
+          f" (input {res['output_mb']['input']:.1f})")
+    lr = res["long_run"]
+    print(f"  long run {long_n} images: RSS {lr['rss_at_10pct_mb']:.0f} MB after {long_n // 10}, "
+          f"{lr['rss_at_end_mb']:.0f} MB at the end ({100 * lr['growth']:+.1f}%)")
+    return res
+
+
+def _mb(d: Path) -> float:
+    return sum(p.stat().st_size for p in Path(d).rglob("*") if p.is_file() and p.suffix != ".csv") / 2**20
+
+
+def _save(out: Path, name: str, res: dict[str, Any]) -> None:
+    import platform
+
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    res["machine"] = {"cpus": os.cpu_count(), "torch": str(torch.__version__), "python": platform.python_version(),
+                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
+
+
+def main(what: str, out_dir: str | Path = "benchmarks/out", quick: bool = False, model: str | None = None) -> int:
+    out = Path(out_dir)
+    model = model or ("results/model/model.pt" if Path("results/model/model.pt").exists() else None)
+    for name in (["train", "predict", "repair"] if what == "all" else [what]):
+        if name == "repair":
+            bench_repair(out, quick, model)
+        else:
+            {"train": bench_train, "predict": bench_predict}[name](out, quick)
+    return 0
