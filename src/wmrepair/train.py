@@ -44,7 +44,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.02
     crop: int = 128  # training crop side (pixels)
     cache_size: int = 256  # cached image side
-    scale_range: tuple[float, float] = (0.75, 1.5)
+    scale_range: tuple[float, float] = (0.5, 1.0)
     loss: str = "bce_dice"
     monitor: str = "val_iou"
     patience: int = 5  # 0 disables early stopping
