@@ -11,13 +11,14 @@ CORES   ?= 8
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
+	@echo "Installing into $(VENV) (first time about 2 minutes)..."
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install -qq --upgrade "pip>=24"
+	$(PY) -m pip install -qq -r requirements.txt
 	# IOPaint 1.6.0 pins Pillow==9.5.0 (CVEs), gradio, fastapi...: we only use its
 	# in-process ModelManager, so install it without its pins (see README).
-	$(PY) -m pip install --quiet --no-deps $(IOPAINT)
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install -qq --no-deps $(IOPAINT)
+	$(PY) -m pip install -qq --no-deps -e .
 	$(PY) -m wmrepair doctor
 	touch $(STAMP)
 

@@ -75,8 +75,12 @@ class Inpainter:
         os.environ.update(env)  # IOPaint reads these at import time
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            from iopaint.model_manager import ModelManager
-            from iopaint.schema import InpaintRequest
+            import warnings
+
+            with warnings.catch_warnings():  # IOPaint's own deprecation noise, not ours to fix
+                warnings.simplefilter("ignore")
+                from iopaint.model_manager import ModelManager
+                from iopaint.schema import InpaintRequest
         except ImportError as exc:
             raise InpaintModelUnavailable(
                 f"IOPaint is not importable ({exc}); install it with `pip install --no-deps iopaint==1.6.0`"

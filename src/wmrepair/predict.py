@@ -37,6 +37,7 @@ class PredictConfig:
     buckets: list[int] = field(default_factory=lambda: [256, 384, 512])  # tile sides
     overlap: int = 32  # tile overlap in pixels, blended
     threshold: float = 0.5  # probability above which a pixel is watermark
+    flip_tta: bool = False  # also predict the mirrored tiles and average (2x detection cost)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -144,7 +145,12 @@ class OptimizedWatermarkPredictor:
             x = x.contiguous(memory_format=torch.channels_last)
         ctx = torch.autocast(self.device.type, dtype=getattr(torch, self.amp_dtype)) if self.amp_dtype else nullcontext()
         with ctx:
-            logits = self._fwd(x)
+            if self.cfg.flip_tta:  # one batch of twice the size: better use of the cores than two
+                both = self._fwd(torch.cat([x, x.flip(-1)]))
+                m = x.shape[0]
+                logits = (both[:m] + both[m:].flip(-1)) / 2
+            else:
+                logits = self._fwd(x)
         out = logits[:n, 0].float().cpu().numpy()
         self.tiles_run += n
         return list(out)

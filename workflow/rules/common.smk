@@ -16,7 +16,7 @@ def _validate_config():
         import yaml
 
         schema = yaml.safe_load(open(workflow.source_path("../schemas/config.schema.yaml")))
-        err = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(config))
+        err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
         where = ".".join(str(p) for p in err.absolute_path) if err is not None else "?"
         msg = err.message if err is not None else str(exc).splitlines()[0]
         sys.exit(f"wmrepair config error: {where}: {msg}")
