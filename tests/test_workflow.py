@@ -74,7 +74,7 @@ def test_every_stage_output(finished_run):
     assert set(m.columns) >= {"input", "output", "status", "error", "mask_fraction", "iterations", "seconds"}
     for row in m.itertuples():
         assert row.status == "ok", row.error
-        src, out = Path(row.input), Path(row.output)
+        src, out = finished_run / row.input, finished_run / row.output  # relative to the workdir
         assert out.suffix == src.suffix and out.name == src.name and out.exists()
     metrics = json.loads((r / "eval/metrics.json").read_text())
     assert metrics["n_images"] == 6 and "mask_iou" in metrics and metrics["psnr_input"] is not None

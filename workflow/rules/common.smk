@@ -1,4 +1,5 @@
 # Config validation, paths derived from config, and input functions.
+import os
 import sys
 from pathlib import Path
 

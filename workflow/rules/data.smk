@@ -6,7 +6,7 @@ rule synthesize_dataset:
     benchmark:
         f"{BENCH}/synthesize_dataset.tsv"
     params:
-        out=SYNTH,
+        out=lambda wc, output: os.path.dirname(output.marker),
         synth=config["data"]["synth"],
     conda:
         "../envs/wmrepair.yaml"

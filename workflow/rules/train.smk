@@ -10,7 +10,7 @@ rule train:
     benchmark:
         f"{BENCH}/train.tsv"
     params:
-        out=f"{RESULTS}/train",
+        out=lambda wc, output: os.path.dirname(output.summary),
     threads: workflow.cores
     resources:
         gpu=1,
