@@ -128,7 +128,8 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
     from wmrepair.train import autocast_for, to_input
 
     n = 96 if quick else 600
-    steps, repeats, bs = (4, 2) if quick else (12, 3), 16
+    steps, repeats = (4, 2) if quick else (12, 3)
+    bs = 16
     res: dict[str, Any] = {"images": n, "image_side": 256, "batch_size": bs, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
