@@ -58,7 +58,7 @@ def test_dataset_reads_memmap_and_is_seeded(tmp_path):
     assert isinstance(ds.cache._shard("images", 0), np.memmap)
     a = ds[1]
     b = CachedDataset(tmp_path / "c", 64, crop=32, augment=True, seed=5)[1]
-    assert a[0].shape == (3, 32, 32) and a[1].shape == (1, 32, 32)
+    assert a[0].shape == (32, 32, 3) and a[1].shape == (1, 32, 32)  # HWC: channels_last for free
     assert (a[0] == b[0]).all()
     ds.set_epoch(1)
     assert not (ds[1][0] == a[0]).all()  # a new epoch, new augmentation

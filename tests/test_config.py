@@ -69,3 +69,18 @@ def test_compile_off_without_compiler():
     eff = adapt_to_hardware(OptimizationConfig.from_level("aggressive"), hw)
     assert not eff.model.compile_model
     assert any("torch.compile off" in d for d in eff.decisions)
+
+
+def test_tensorrt_request_is_reported_not_ignored():
+    eff = adapt_to_hardware(OptimizationConfig.from_dict({"model": {"use_tensorrt": True}}), CPU_PLAIN)
+    assert not eff.model.use_tensorrt and any("use_tensorrt off" in d for d in eff.decisions)
+
+
+def test_import_is_light():
+    """`import wmrepair` must not import torch (or NVML): CPU-only tools stay fast."""
+    import subprocess
+    import sys
+
+    code = "import sys, wmrepair; print('torch' in sys.modules, 'pynvml' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -303,10 +303,15 @@ def _repair_child(kind: str, model: str, images: str, masks: str, out: str) -> d
             from wmrepair.config import OptimizationConfig
             from wmrepair.repair import RepairConfig, build_engine
 
-            eng = build_engine(model, OptimizationConfig(), repair_config=RepairConfig(skip_existing=False))
+            # Same cv2 settings as IOPaint's defaults (NS, radius 4), so only the pipeline differs.
+            eng = build_engine(model, OptimizationConfig(), repair_config=RepairConfig(skip_existing=False),
+                               inpaint=IOPAINT_CV2_DEFAULTS)
             eng.run(images, out, progress=False)
         dt = time.perf_counter() - t0
     return {"images": n, "seconds": dt, "images_per_s": n / dt, "peak_rss_mb": peak.peak}
+
+
+IOPAINT_CV2_DEFAULTS = {"model": "cv2", "cv2_radius": 4, "cv2_flag": "INPAINT_NS"}
 
 
 def _rss_trace_child(model: str, images: str, out: str) -> dict[str, Any]:

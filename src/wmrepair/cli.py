@@ -121,7 +121,7 @@ def cmd_repair(a: argparse.Namespace) -> int:
         rc.threshold = a.threshold
     if a.mask_threshold is not None:
         rc.mask_threshold = a.mask_threshold
-    pc = PredictConfig(max_side=a.max_side)
+    pc = PredictConfig(max_side=a.max_side, flip_tta=not a.no_tta)
     if not optimized:
         log.info("optimised path off: fp32, NCHW (add --optimize or --fast for the fast path)")
     engine = build_engine(a.model, opt, pc, rc, {"model": a.inpaint_model, "model_dir": a.model_dir},
@@ -259,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pause-interval", type=_positive_int, help="memory cleanup every N images")
     s.add_argument("--max-iterations", type=int, help="inpaint rounds per image (default 2)")
     s.add_argument("--threshold", type=_fraction, help="iterate while the residual mask fraction exceeds this (default 0.001)")
-    s.add_argument("--mask-threshold", type=_fraction, help="probability above which a pixel is watermark (default 0.5)")
+    s.add_argument("--mask-threshold", type=_fraction, help="probability above which a pixel is watermark (default 0.65)")
     s.add_argument("--max-side", type=int, default=512, help="detect at this long side, 0 = native (default 512)")
+    s.add_argument("--no-tta", action="store_true", help="skip mirrored-tile averaging (faster detection)")
     s.add_argument("--save-masks", metavar="DIR", help="write <rel>.mask.png for each image under DIR")
     s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")
     s.add_argument("--inpaint-model", default="cv2", help="IOPaint model: cv2 (default), lama, mat, migan, ...")

@@ -190,15 +190,9 @@ def adapt_to_hardware(
         said.append("torch.compile off: no C++ compiler for the CPU backend")
 
     if m.use_tensorrt:
-        try:
-            import onnxruntime as ort  # noqa: F401
-
-            providers = ort.get_available_providers()
-        except ImportError:
-            providers = []
-        if "TensorrtExecutionProvider" not in providers:
-            m.use_tensorrt = False
-            said.append("TensorRT off: onnxruntime TensorrtExecutionProvider not installed")
+        # Said, not silently ignored: the ONNX Runtime / TensorRT backend is not built yet.
+        m.use_tensorrt = False
+        said.append("use_tensorrt off: the ONNX Runtime/TensorRT backend is not implemented in this version")
 
     d = cfg.dataloader
     if d.pin_memory and not hw.cuda:

@@ -46,9 +46,14 @@ def augment(
 
 
 def to_tensors(img: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 HWC + HW -> uint8 CHW + uint8 1HW (float conversion happens batched, later)."""
+    """uint8 HWC + HW -> uint8 HWC + uint8 1HW, one copy each.
+
+    Samples stay HWC: a batch (N, H, W, 3) permuted to NCHW *is* channels_last
+    memory, so `to_input` gets channels_last for free (and float conversion
+    happens once per batch, not per sample).
+    """
     img = np.array(img, dtype=np.uint8, copy=not img.flags.writeable)  # memmap rows are read-only
-    return torch.from_numpy(img).permute(2, 0, 1).contiguous(), torch.from_numpy(mask.astype(np.uint8))[None]
+    return torch.from_numpy(img), torch.from_numpy(mask.astype(np.uint8))[None]
 
 
 class _Seeded(Dataset):

