@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-iterations", type=int, help="inpaint rounds per image (default 2)")
     s.add_argument("--threshold", type=_fraction, help="iterate while the residual mask fraction exceeds this (default 0.001)")
     s.add_argument("--mask-threshold", type=_fraction, help="probability above which a pixel is watermark (default 0.65)")
-    s.add_argument("--max-side", type=int, default=512, help="detect at this long side, 0 = native (default 512)")
+    s.add_argument("--max-side", type=int, default=384, help="detect at this long side, 0 = native (default 384)")
     s.add_argument("--no-tta", action="store_true", help="skip mirrored-tile averaging (faster detection)")
     s.add_argument("--save-masks", metavar="DIR", help="write <rel>.mask.png for each image under DIR")
     s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")

@@ -1,6 +1,6 @@
 """OptimizedWatermarkPredictor: batched, tiled watermark detection.
 
-Each image is scaled so its long side is at most `max_side` (the scale the
+Each image is scaled so its long side is at most `max_side` (384: the scale the
 model was trained at; 0 keeps native resolution), then cut into square tiles
 from a few fixed sizes ("buckets"). Tiles of all images in a call are batched
 together per bucket, so the model only ever sees a handful of shapes: batching
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PredictConfig:
-    max_side: int = 512  # detect at this long side (0 = native resolution)
+    max_side: int = 384  # detect at this long side (0 = native resolution); matches the training scale
     buckets: list[int] = field(default_factory=lambda: [256, 384, 512])  # tile sides
     overlap: int = 32  # tile overlap in pixels, blended
     threshold: float = 0.5  # probability above which a pixel is watermark
