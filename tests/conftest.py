@@ -52,3 +52,15 @@ def tiny_model_file(tmp_path: Path) -> Path:
     atomic_save({"state_dict": m.state_dict(), "meta": {"model": model_config_dict(m), "epoch": 1,
                                                          "metrics": {"val_iou": 0.0}}}, p)
     return p
+
+
+def build_tiny_caches(root: Path, n_train: int, n_val: int, size: int) -> Path:
+    """Synthesise a small dataset under `root/d` and cache train/val at `size`; returns `root/c`."""
+    from wmrepair.cache import build_cache
+    from wmrepair.synth import SynthConfig, synthesize
+
+    synthesize(root / "d", SynthConfig(n_train=n_train, n_val=n_val, n_test=1), progress=False)
+    for split in ("train", "val"):
+        c, _ = build_cache(root / "d" / split, root / "c" / split, size=size, progress=False)
+        c.write_index(root / "c" / split / "index.json")
+    return root / "c"

@@ -20,14 +20,10 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
-    from wmrepair.cache import build_cache
-    from wmrepair.synth import SynthConfig, synthesize
+    from conftest import build_tiny_caches
 
     root = tmp_path_factory.mktemp("resume")
-    synthesize(root / "d", SynthConfig(n_train=96, n_val=8, n_test=1), progress=False)
-    for split in ("train", "val"):
-        c, _ = build_cache(root / "d" / split, root / "c" / split, size=96, progress=False)
-        c.write_index(root / "c" / split / "index.json")
+    build_tiny_caches(root, 96, 8, 96)
     (root / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
     return root
 

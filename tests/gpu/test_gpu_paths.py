@@ -12,15 +12,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
-    from wmrepair.cache import build_cache
-    from wmrepair.synth import SynthConfig, synthesize
+    from conftest import build_tiny_caches
 
-    root = tmp_path_factory.mktemp("gpu")
-    synthesize(root / "d", SynthConfig(n_train=64, n_val=16, n_test=1), progress=False)
-    for split in ("train", "val"):
-        c, _ = build_cache(root / "d" / split, root / "c" / split, size=128, progress=False)
-        c.write_index(root / "c" / split / "index.json")
-    return root / "c"
+    return build_tiny_caches(tmp_path_factory.mktemp("gpu"), 64, 16, 128)
 
 
 @pytest.mark.parametrize("gpu_bf16", [False, True], ids=["fp16+GradScaler", "bf16"])
