@@ -43,14 +43,12 @@ def colour_detector() -> ColourDetector:
 @pytest.fixture
 def tiny_model_file(tmp_path: Path) -> Path:
     """An (untrained) UNet saved in the checkpoint format the CLI loads."""
-    from wmrepair.checkpoints import atomic_save
-    from wmrepair.model import UNet, UNetConfig, model_config_dict
+    from wmrepair.checkpoints import save_model
+    from wmrepair.model import UNet, UNetConfig
 
     torch.manual_seed(0)
-    m = UNet(UNetConfig(base_channels=4, depth=2))
     p = tmp_path / "tiny.pt"
-    atomic_save({"state_dict": m.state_dict(), "meta": {"model": model_config_dict(m), "epoch": 1,
-                                                         "metrics": {"val_iou": 0.0}}}, p)
+    save_model(UNet(UNetConfig(base_channels=4, depth=2)), p, epoch=1, metrics={"val_iou": 0.0})
     return p
 
 

@@ -286,10 +286,13 @@ def bench_predict(out: Path, quick: bool = False) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------- repair ----
-def _repair_child(kind: str, model: str, images: str, masks: str, out: str) -> dict[str, Any]:
+def _repair_child(kind: str, model: str, images: str, masks: str, out: str,
+                  inpaint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Repair `images` in this (fresh) process: IOPaint's batch loop, or our engine with `inpaint`."""
     from wmrepair.imageio import list_images
 
     n = len(list_images(images))
+    trace: list[tuple[int, float]] = []
     with PeakRSS(0.05) as peak:
         t0 = time.perf_counter()
         if kind == "iopaint_run":
@@ -303,24 +306,16 @@ def _repair_child(kind: str, model: str, images: str, masks: str, out: str) -> d
             from wmrepair.config import OptimizationConfig
             from wmrepair.repair import RepairConfig, build_engine
 
-            # Same cv2 settings as IOPaint's defaults (NS, radius 4), so only the pipeline differs.
             eng = build_engine(model, OptimizationConfig(), repair_config=RepairConfig(skip_existing=False),
-                               inpaint=IOPAINT_CV2_DEFAULTS)
+                               inpaint=inpaint)
             eng.run(images, out, progress=False)
+            trace = eng.rss_trace
         dt = time.perf_counter() - t0
-    return {"images": n, "seconds": dt, "images_per_s": n / dt, "peak_rss_mb": peak.peak}
+    return {"images": n, "seconds": dt, "images_per_s": n / dt, "peak_rss_mb": peak.peak, "trace": trace}
 
 
+# Same cv2 settings as IOPaint's defaults (NS, radius 4), so only the pipeline differs.
 IOPAINT_CV2_DEFAULTS = {"model": "cv2", "cv2_radius": 4, "cv2_flag": "INPAINT_NS"}
-
-
-def _rss_trace_child(model: str, images: str, out: str) -> dict[str, Any]:
-    from wmrepair.config import OptimizationConfig
-    from wmrepair.repair import RepairConfig, build_engine
-
-    eng = build_engine(model, OptimizationConfig(), repair_config=RepairConfig(skip_existing=False))
-    eng.run(images, out, progress=False)
-    return {"trace": eng.rss_trace}
 
 
 def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> dict[str, Any]:
@@ -328,9 +323,9 @@ def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> di
 
     from PIL import Image
 
-    from wmrepair.checkpoints import atomic_save
-    from wmrepair.imageio import list_images
-    from wmrepair.model import UNet, UNetConfig, model_config_dict
+    from wmrepair.checkpoints import save_model
+    from wmrepair.imageio import list_images, read_image
+    from wmrepair.model import UNet, UNetConfig
     from wmrepair.predict import OptimizedWatermarkPredictor
     from wmrepair.repair import postprocess_mask
 
@@ -341,8 +336,7 @@ def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> di
         tmp = Path(tmp)
         if model is None or not Path(model).exists():
             model = str(tmp / "model.pt")
-            m = UNet(UNetConfig())
-            atomic_save({"state_dict": m.state_dict(), "meta": {"model": model_config_dict(m)}}, model)
+            save_model(UNet(UNetConfig()), model)
             res["model"] = "untrained UNet (no trained model given)"
         else:
             res["model"] = str(model)
@@ -353,12 +347,13 @@ def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> di
         masks.mkdir()
         pred = OptimizedWatermarkPredictor(model)
         for rel in list_images(images):
-            from wmrepair.imageio import read_image
-
             prob = pred.predict_proba([read_image(images / rel).rgb])[0]
             Image.fromarray(postprocess_mask(prob).astype(np.uint8) * 255).save(masks / f"{rel.stem}.png")
-        res["ours_full_pipeline"] = _in_child(_repair_child, "ours", model, str(images), str(masks), str(tmp / "o1"))
+        res["ours_full_pipeline"] = _in_child(_repair_child, "ours", model, str(images), str(masks), str(tmp / "o1"),
+                                              IOPAINT_CV2_DEFAULTS)
+        res["ours_full_pipeline"].pop("trace")
         res["iopaint_run_inpaint_only"] = _in_child(_repair_child, "iopaint_run", model, str(images), str(masks), str(tmp / "o2"))
+        res["iopaint_run_inpaint_only"].pop("trace")
         res["ratio"] = res["ours_full_pipeline"]["images_per_s"] / res["iopaint_run_inpaint_only"]["images_per_s"]
         res["output_mb"] = {"ours": _mb(tmp / "o1"), "iopaint_run": _mb(tmp / "o2"), "input": _mb(images)}
 
@@ -369,12 +364,10 @@ def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> di
         im = Image.open(src).convert("RGB").resize((96, 72))
         for i in range(long_n):
             im.save(small / f"s{i:05d}.png")
-        trace = _in_child(_rss_trace_child, model, str(small), str(tmp / "o3"))["trace"]
-        at = {d: r for d, r in trace}
+        trace = _in_child(_repair_child, "ours", model, str(small), "", str(tmp / "o3"))["trace"]
         first = next(r for d, r in trace if d >= long_n // 10)
         res["long_run"] = {"images": long_n, "rss_at_10pct_mb": first, "rss_at_end_mb": trace[-1][1],
                            "growth": trace[-1][1] / first - 1, "trace": trace[:: max(1, len(trace) // 50)]}
-        del at
         shutil.rmtree(small)
     _save(out, "repair", res)
     o, i = res["ours_full_pipeline"], res["iopaint_run_inpaint_only"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from wmrepair.model import UNet, build_model
+from wmrepair.model import UNet, build_model, model_config_dict
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -140,6 +140,11 @@ def export_model(checkpoint: str | Path, out_model: str | Path, out_card: str | 
     }
     Path(out_card).write_text(json.dumps(card, indent=2))
     return card
+
+
+def save_model(model: UNet, path: str | Path, **meta: Any) -> None:
+    """Write `model` in the format `load_model` reads (weights + its UNet config)."""
+    atomic_save({"state_dict": model.state_dict(), "meta": {"model": model_config_dict(model), **meta}}, path)
 
 
 def load_model(path: str | Path) -> tuple[UNet, dict]:
