@@ -24,6 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --resources gpu=1
+	@echo "Done. Report: results/report/report.html  Metrics: results/eval/metrics.json  Repaired: results/repair/images/"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests workflow benchmarks
