@@ -3,7 +3,9 @@
     python benchmarks/sweep_train.py OUT_DIR '[{"name": "base"}, {"name": "lr1e-2", "lr": 0.01}]'
 
 Synthesises the default dataset, caches it once, then trains each variant from
-the same seed. Results (JSON) go to OUT_DIR/sweep.json; one line per variant is printed.
+the same seed and scores its best checkpoint on the test split the way the
+workflow does (detect at `predict.max_side`, mask IoU at full resolution over
+all test pixels). Results (JSON) go to OUT_DIR/sweep.json; one line per variant.
 """
 
 import json
@@ -11,10 +13,27 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from wmrepair.cache import build_cache
+from wmrepair.checkpoints import select_best
 from wmrepair.config import OptimizationConfig
+from wmrepair.imageio import list_images, read_image, read_mask
+from wmrepair.losses import iou_f1
+from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig
 from wmrepair.synth import SynthConfig, synthesize
 from wmrepair.train import TrainConfig, train_from_cache
+
+
+def test_iou(model: Path, test_dir: Path, threshold: float = 0.5) -> float:
+    """Pixel IoU over the whole test split (the figure `evaluate` reports, before repair dilation)."""
+    counts = np.zeros(3, np.int64)
+    with OptimizedWatermarkPredictor(model, predict_config=PredictConfig(threshold=threshold)) as pred:
+        for rel in list_images(test_dir / "watermarked"):
+            g = read_mask(test_dir / "masks" / rel.with_suffix(".png"))
+            p = pred.predict_masks([read_image(test_dir / "watermarked" / rel).rgb])[0]
+            counts += ((p & g).sum(), (p & ~g).sum(), (~p & g).sum())
+    return iou_f1(counts.tolist())[0]
 
 
 def main(out: str, variants: list[dict]) -> None:
@@ -35,10 +54,12 @@ def main(out: str, variants: list[dict]) -> None:
                              cfg, OptimizationConfig())
         hist = (root / "runs" / name / "history.csv").read_text().splitlines()[1:]
         curve = [round(float(line.split(",")[3]), 3) for line in hist]
-        results.append({"name": name, "overrides": v, "curve": curve, "best": max(curve),
+        best, _ = select_best(root / "runs" / name / "checkpoints")
+        tiou = test_iou(best, root / "data" / "test")
+        results.append({"name": name, "overrides": v, "curve": curve, "best": max(curve), "test_iou": tiou,
                         "samples_per_s": s["median_samples_per_s"], "seconds": time.time() - t0})
-        print(f"{name:14s} best {max(curve):.3f} last {curve[-1]:.3f} {s['median_samples_per_s']:.0f} samples/s "
-              f"{time.time() - t0:.0f}s curve {curve}", flush=True)
+        print(f"{name:14s} test {tiou:.3f} best {max(curve):.3f} last {curve[-1]:.3f} "
+              f"{s['median_samples_per_s']:.0f} samples/s {time.time() - t0:.0f}s curve {curve}", flush=True)
     (root / "sweep.json").write_text(json.dumps(results, indent=1))
 
 

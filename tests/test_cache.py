@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from wmrepair.cache import DatasetCache, build_cache, find_pairs, mask_from_clean
@@ -48,6 +49,10 @@ def test_cache_invalidates_only_what_it_must(tmp_path):
     k = [p.key for p in ref.pairs].index("im2.png")
     r_img, r_mask = ref.load(k)
     assert np.array_equal(img, r_img) and np.array_equal(mask, r_mask.astype(np.uint8))
+    # ... and both datasets hand the trainer the same tensors.
+    cached = CachedDataset(cache_dir, 32, keys=["im2.png"], augment=False)[0]
+    for a, b in zip(cached, ref[k], strict=True):
+        assert a.dtype == b.dtype == torch.uint8 and torch.equal(a, b)
 
 
 def test_dataset_reads_memmap_and_is_seeded(tmp_path):
@@ -82,3 +87,18 @@ def test_pairs_from_clean_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="watermarked"):
         find_pairs(tmp_path / "nope")
     assert DatasetCache(tmp_path / "empty", size=8).keys() == []
+
+
+def test_batched_gather_equals_per_item_reads(tmp_path):
+    for i in range(6):
+        _pair(tmp_path / "d", f"x{i}", i, size=(48, 48))
+    # Shards of 4 rows: a batch spans two shards and arrives out of row order.
+    DatasetCache(tmp_path / "c", size=48, shard_capacity=4).update(find_pairs(tmp_path / "d"), progress=False)
+    for augment in (False, True):
+        cache = DatasetCache(tmp_path / "c", size=48, shard_capacity=4)
+        ds = CachedDataset(cache, 48, crop=32 if augment else None, augment=augment, seed=3)
+        assert len({shard for shard, _ in ds.locs}) == 2
+        order = [5, 0, 3, 4]
+        for idx, (img, mask) in zip(order, ds.__getitems__(order), strict=True):
+            ref_img, ref_mask = ds[idx]
+            assert torch.equal(img, ref_img) and torch.equal(mask, ref_mask)

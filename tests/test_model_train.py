@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -8,9 +10,38 @@ from wmrepair.train import TrainConfig, lr_factor
 
 
 def test_unet_shapes():
-    m = UNet(UNetConfig(base_channels=4, depth=3)).eval()
+    m = UNet(UNetConfig(base_channels=4, depth=3)).eval()  # s2d: half-res body, full-res logits
     assert m(torch.rand(2, 3, 64, 48)).shape == (2, 1, 64, 48)
-    assert m.multiple == 8
+    assert m.multiple == 16
+    plain = UNet(UNetConfig(base_channels=4, depth=3, s2d=False)).eval()
+    assert plain(torch.rand(2, 3, 64, 48)).shape == (2, 1, 64, 48)
+    assert plain.multiple == 8
+
+
+def test_model_files_from_before_s2d_still_load(tmp_path):
+    from wmrepair.checkpoints import atomic_save, load_model
+
+    old = UNet(UNetConfig(base_channels=4, depth=2, s2d=False))
+    atomic_save({"state_dict": old.state_dict(), "meta": {"model": {"base_channels": 4, "depth": 2, "in_channels": 3}}},
+                tmp_path / "old.pt")
+    m, _ = load_model(tmp_path / "old.pt")
+    assert m.config.s2d is False
+
+
+def test_batchnorm_folding_keeps_the_function():
+    from wmrepair.model import fold_batchnorm
+
+    torch.manual_seed(0)
+    m = UNet(UNetConfig(base_channels=4, depth=2))
+    for _ in range(3):  # give BN non-trivial running statistics
+        m(torch.rand(4, 3, 32, 32) * 3)
+    m.eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = m(x)
+        folded = fold_batchnorm(copy.deepcopy(m))
+        assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in folded.modules())
+        assert torch.allclose(folded(x), ref, atol=1e-5)
 
 
 def test_loss_and_metrics_on_known_tensors():

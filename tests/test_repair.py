@@ -73,7 +73,7 @@ def test_failures_are_isolated(tmp_path, colour_detector, cv2_inpainter):
             raise MemoryError("simulated OOM")
         return cv2_inpainter(rgb, mask)
 
-    eng = _engine(colour_detector, flaky, image_timeout_s=1.0)
+    eng = _engine(colour_detector, flaky, image_timeout_s=1.0, inpaint_workers=2)  # concurrent passes too
     rows = eng.run(tmp_path / "in", tmp_path / "out", progress=False)
     by = {r["input"].rsplit("/", 1)[-1]: r for r in rows}
     assert len(rows) == 7
@@ -157,3 +157,15 @@ def test_missing_weights_fail_fast_with_guidance(tmp_path, monkeypatch):
     f.parent.mkdir(parents=True)
     f.write_bytes(b"weights")
     assert resolve_weights("lama", tmp_path) == {"LAMA_MODEL_URL": str(f.resolve())}
+
+
+def test_hd_strategy_auto_and_concurrent_cv2(colour_detector, cv2_inpainter):
+    from wmrepair.inpaint import resolve_hd_strategy
+
+    assert resolve_hd_strategy("cv2") == "Original" and resolve_hd_strategy("lama") == "Crop"
+    assert resolve_hd_strategy("cv2", "Crop") == "Crop"
+    assert cv2_inpainter.request.hd_strategy == "Original" and cv2_inpainter.thread_safe
+    from wmrepair.hardware import usable_cpus
+
+    assert _engine(colour_detector, cv2_inpainter).inpaint_workers == usable_cpus()  # one per core for cv2
+    assert _engine(colour_detector, lambda rgb, mask: rgb).inpaint_workers == 1  # unknown callables: one at a time

@@ -218,7 +218,8 @@ class DatasetCache:
         ents = self.state["entries"]
         return [(ents[k]["shard"], ents[k]["row"]) for k in (keys or self.keys())]
 
-    def get(self, shard: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, shard: int, row: int | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(image, mask) of one row as memmap views, or of a list of rows as one gathered copy each."""
         return self._shard("images", shard)[row], self._shard("masks", shard)[row]
 
     def release(self) -> None:

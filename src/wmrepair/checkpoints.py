@@ -154,7 +154,7 @@ def load_model(path: str | Path) -> tuple[UNet, dict]:
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         ck = load(path)
-        model = build_model(ck["meta"]["model"])
+        model = build_model({"s2d": False, **ck["meta"]["model"]})  # files from before s2d existed had none
         model.load_state_dict(ck["state_dict"])
     except (KeyError, RuntimeError, TypeError, EOFError, OSError) as exc:
         raise ValueError(f"{path} is not a wmrepair model checkpoint ({type(exc).__name__}: {exc})") from exc

@@ -67,6 +67,7 @@ class TrainingExecConfig:
 class RepairExecConfig:
     io_workers: int = 2  # threads decoding/encoding while the model runs
     image_timeout_s: float = 120.0
+    inpaint_workers: int = 0  # images inpainted at once (0 = one per core for cv2, else 1)
 
 
 @dataclass
@@ -129,7 +130,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch": {"initial_batch_size": 2, "max_batch_size": 8, "grow_after": 16},
         "model": {"mixed_precision": False, "compile_model": False, "channels_last": False},
         "dataloader": {"num_workers": 0, "persistent_workers": False, "prefetch_factor": 2},
-        "repair": {"io_workers": 1},
+        "repair": {"io_workers": 1, "inpaint_workers": 1},
     },
     "balanced": {},
     "aggressive": {

@@ -66,11 +66,24 @@ def resolve_weights(name: str, model_dir: str | Path | None = None) -> dict[str,
     return found
 
 
+def resolve_hd_strategy(model: str, hd_strategy: str = "auto") -> str:
+    """IOPaint's large-image strategy; `auto` = Original for cv2, Crop for the network models.
+
+    Crop inpaints one crop (mask box + 128 px) per connected mask component.
+    That bounds a network's memory, but cv2's cost is already local to the
+    mask: on a 1200x1600 image with a tiled mark (hundreds of components)
+    Crop took 48.7 s and Original 0.86 s for the same pixels (mean |diff| 0.02).
+    """
+    if hd_strategy != "auto":
+        return hd_strategy
+    return "Original" if model == "cv2" else "Crop"
+
+
 class Inpainter:
     """Wraps IOPaint's ModelManager; `__call__(rgb, mask) -> rgb` (uint8)."""
 
     def __init__(self, name: str = "cv2", device: str = "cpu", model_dir: str | Path | None = None,
-                 hd_strategy: str = "Crop", cv2_radius: int = 3, cv2_flag: str = "INPAINT_NS") -> None:
+                 hd_strategy: str = "auto", cv2_radius: int = 3, cv2_flag: str = "INPAINT_NS") -> None:
         env = resolve_weights(name, model_dir)
         os.environ.update(env)  # IOPaint reads these at import time
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,8 +100,12 @@ class Inpainter:
             ) from exc
         _quiet_loguru()
         self.name = name
+        # cv2 inpainting is stateless C code that releases the GIL: several images
+        # may run at once. Torch models already use every core (or the GPU).
+        self.thread_safe = name == "cv2"
         self.manager = ModelManager(name=name, device=device)
-        self.request = InpaintRequest(hd_strategy=hd_strategy, cv2_radius=cv2_radius, cv2_flag=cv2_flag)
+        self.request = InpaintRequest(hd_strategy=resolve_hd_strategy(name, hd_strategy), cv2_radius=cv2_radius,
+                                      cv2_flag=cv2_flag)
 
     def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         m = (mask > 0).astype(np.uint8) * 255

@@ -16,8 +16,13 @@ from torch.nn import functional as F
 @dataclass
 class UNetConfig:
     base_channels: int = 16
-    depth: int = 4  # number of down-sampling steps; input sides must divide 2**depth
+    depth: int = 4  # number of down-sampling steps; input sides must divide 2**depth (2**(depth+1) with s2d)
     in_channels: int = 3
+    # Space-to-depth stem: fold each 2x2 pixel block into channels on the way in and
+    # unfold the logits on the way out (PixelUnshuffle/PixelShuffle). The network then
+    # runs at half resolution, so the same compute sees 4x the image area (context is
+    # what finds faint marks), while the output keeps full resolution.
+    s2d: bool = True
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -37,30 +42,34 @@ class UNet(nn.Module):
         self.config = config or UNetConfig()
         c, d = self.config.base_channels, self.config.depth
         chans = [c * 2**i for i in range(d + 1)]
-        self.stem = _block(self.config.in_channels, chans[0])
+        f = 2 if self.config.s2d else 1
+        self.stem = _block(self.config.in_channels * f * f, chans[0])
         self.down = nn.ModuleList(_block(chans[i], chans[i + 1]) for i in range(d))
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(d))
         )
         self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(d)))
-        self.head = nn.Conv2d(chans[0], 1, 1)
+        self.head = nn.Conv2d(chans[0], f * f, 1)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
     @property
     def multiple(self) -> int:
         """Input height/width must be a multiple of this."""
-        return 2**self.config.depth
+        return 2 ** (self.config.depth + int(self.config.s2d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
+        if self.config.s2d:
+            x = F.pixel_unshuffle(x, 2)
         skips = [self.stem(x)]
         for blk in self.down:
             skips.append(blk(F.max_pool2d(skips[-1], 2)))
         y = skips.pop()
         for up, dec in zip(self.up, self.dec, strict=True):
             y = dec(torch.cat([up(y), skips.pop()], dim=1))
-        return self.head(y)
+        y = self.head(y)
+        return F.pixel_shuffle(y, 2) if self.config.s2d else y
 
 
 def build_model(cfg: dict | UNetConfig | None = None) -> UNet:
@@ -71,3 +80,22 @@ def build_model(cfg: dict | UNetConfig | None = None) -> UNet:
 
 def model_config_dict(model: UNet) -> dict:
     return asdict(model.config)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """For inference: fold each BatchNorm2d into the Conv2d before it (in place; eval mode).
+
+    The folded conv computes the same function (to float rounding) and saves a
+    full pass over every activation map per layer.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for mod in model.modules():
+        if not isinstance(mod, nn.Sequential):
+            continue
+        for i in range(len(mod) - 1):
+            conv, bn = mod[i], mod[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                mod[i], mod[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return model

