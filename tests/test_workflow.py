@@ -95,6 +95,15 @@ def test_rerun_nothing_to_do_and_forcerun_train(finished_run):
     assert "synthesize_dataset:" not in out
 
 
+def test_changed_settings_rerun_what_depends_on_them(finished_run):
+    p = smk(finished_run, "-n", config={**TINY, "predict": {"max_side": 256}})
+    out = p.stdout + p.stderr
+    assert "rule repair_chunk:" in out and "rule train:" not in out
+    p = smk(finished_run, "-n", config={**TINY, "train": {**TINY["train"], "epochs": 3}})
+    out = p.stdout + p.stderr
+    assert "rule train:" in out and "rule repair_chunk:" in out
+
+
 @pytest.mark.parametrize("override, key", [
     ({"train": {"epochs": -1}}, "train.epochs"),
     ({"optimization": {"level": "turbo"}}, "optimization.level"),

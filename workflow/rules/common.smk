@@ -84,6 +84,12 @@ def model_file():
     return config["model"]["path"] if USE_OWN_MODEL else f"{RESULTS}/model/model.pt"
 
 
+def settings_of(*sections):
+    """The config sections a rule's results depend on, as a param: Snakemake
+    reruns the rule (and what follows) when they change."""
+    return {s: config.get(s) for s in sections}
+
+
 def chunk_manifests(wildcards):
     """All chunk manifests, known once the split_inputs checkpoint has run."""
     out = checkpoints.split_inputs.get().output[0]

@@ -30,6 +30,7 @@ rule repair_chunk:
         input_dir=repair_input_dir(),
         images=f"{RESULTS}/repair/images",
         masks=f"{RESULTS}/repair/masks",
+        settings=settings_of("predict", "repair", "inpaint", "optimization"),
     threads: workflow.cores
     resources:
         gpu=1,

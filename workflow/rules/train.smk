@@ -11,6 +11,7 @@ rule train:
         f"{BENCH}/train.tsv"
     params:
         out=lambda wc, output: os.path.dirname(output.summary),
+        settings=settings_of("train", "optimization"),
     threads: workflow.cores
     resources:
         gpu=1,
