@@ -28,8 +28,8 @@ def test_model_files_from_before_s2d_still_load(tmp_path):
     assert m.config.s2d is False
 
 
-def test_batchnorm_folding_keeps_the_function():
-    from wmrepair.model import fold_batchnorm
+def test_inference_folding_keeps_the_function():
+    from wmrepair.model import fold_batchnorm, fold_space_to_depth
 
     torch.manual_seed(0)
     m = UNet(UNetConfig(base_channels=4, depth=2))
@@ -42,6 +42,9 @@ def test_batchnorm_folding_keeps_the_function():
         folded = fold_batchnorm(copy.deepcopy(m))
         assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in folded.modules())
         assert torch.allclose(folded(x), ref, atol=1e-5)
+        stem_conv = fold_space_to_depth(folded)
+        assert stem_conv.s2d_in_stem and stem_conv.stem[0].kernel_size == (6, 6)
+        assert torch.allclose(stem_conv(x), ref, atol=1e-5)
 
 
 def test_loss_and_metrics_on_known_tensors():

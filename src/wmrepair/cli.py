@@ -276,12 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_repair)
 
     s = sub.add_parser("evaluate", help="PSNR/SSIM and mask IoU against ground truth")
-    s.add_argument("--manifest", required=True)
+    s.add_argument("--manifest", required=True, help="manifest.csv written by `wmrepair repair`")
     s.add_argument("--input", required=True, help="the input folder the manifest refers to")
-    s.add_argument("--clean", help="clean images (same relative names)")
-    s.add_argument("--masks", help="ground-truth masks")
+    s.add_argument("--clean", help="clean images (same relative names, any extension): PSNR/SSIM")
+    s.add_argument("--masks", help="ground-truth masks (same relative names): mask IoU/F1, needs --pred-masks")
     s.add_argument("--pred-masks", help="folder given to --save-masks")
-    s.add_argument("--out", help="metrics JSON")
+    s.add_argument("--out", help="write the metrics JSON here (printed either way)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("report", help="render the HTML report from a results folder")

@@ -50,6 +50,7 @@ class UNet(nn.Module):
         )
         self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(d)))
         self.head = nn.Conv2d(chans[0], f * f, 1)
+        self.s2d_in_stem = False  # set by fold_space_to_depth (inference only)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
@@ -60,7 +61,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        if self.config.s2d:
+        if self.config.s2d and not self.s2d_in_stem:
             x = F.pixel_unshuffle(x, 2)
         skips = [self.stem(x)]
         for blk in self.down:
@@ -98,4 +99,33 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             conv, bn = mod[i], mod[i + 1]
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 mod[i], mod[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return model
+
+
+def fold_space_to_depth(model: UNet) -> UNet:
+    """For inference: PixelUnshuffle(2) + the stem's first 3x3 conv == one 6x6 stride-2 conv (in place).
+
+    Unshuffled channel c*4 + i*2 + j at offset (dh, dw) is input pixel row
+    2*dh + i, column 2*dw + j of a 6x6 window with stride 2; the zero padding of
+    1 on the half-res grid is padding 2 on the input. Same function (to float
+    rounding), without the reshuffle pass, which is slow on channels_last.
+    """
+    if not model.config.s2d or model.s2d_in_stem:
+        return model
+    conv = model.stem[0]
+    cin = model.config.in_channels
+    w = conv.weight.detach()
+    w6 = w.new_zeros(conv.out_channels, cin, 6, 6)
+    for c in range(cin):
+        for i in range(2):
+            for j in range(2):
+                w6[:, c, i::2, j::2] = w[:, c * 4 + i * 2 + j]
+    new = nn.Conv2d(cin, conv.out_channels, 6, stride=2, padding=2, bias=conv.bias is not None)
+    new = new.to(device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(w6)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    model.stem[0] = new
+    model.s2d_in_stem = True
     return model

@@ -26,7 +26,7 @@ from wmrepair.batching import AdaptiveBatchProcessor
 from wmrepair.checkpoints import load_model
 from wmrepair.config import OptimizationConfig, adapt_to_hardware
 from wmrepair.memory import MemoryManager
-from wmrepair.model import fold_batchnorm
+from wmrepair.model import UNet, fold_batchnorm, fold_space_to_depth
 from wmrepair.profiling import PerformanceAnalyzer
 from wmrepair.train import resolve_device
 
@@ -91,8 +91,11 @@ class OptimizedWatermarkPredictor:
         else:
             self.model, self.meta = load_model(model)
         self.optimized = optimized
-        if optimized:  # inference only from here: BN folded into the convs (a copy; the caller's model stays)
+        if optimized:  # inference only from here (on a copy; the caller's model stays): BN folded into
+            # the convs, the space-to-depth reshuffle folded into the first conv.
             self.model = fold_batchnorm(copy.deepcopy(self.model))
+            if isinstance(self.model, UNet):
+                fold_space_to_depth(self.model)
         m = self.opt.model
         self.amp_dtype = m.amp_dtype if optimized else None
         if self.device.type == "cpu" and self.amp_dtype == "float16":
