@@ -198,8 +198,10 @@ class RepairEngine:
                     live[i].rgb, live[i].iterations = res, live[i].iterations + 1
             again = [i for i in todo if i in live and live[i].iterations < c.max_iterations]
             t0 = time.perf_counter()
-            for i, prob in zip(again, self._detect([live[i].rgb for i in again]), strict=True):
-                spent[i] += (time.perf_counter() - t0) / len(again)
+            probs_again = self._detect([live[i].rgb for i in again])
+            share = (time.perf_counter() - t0) / max(1, len(again))
+            for i, prob in zip(again, probs_again, strict=True):
+                spent[i] += share
                 if isinstance(prob, BaseException):
                     out[i] = prob
                     live.pop(i)
