@@ -84,3 +84,12 @@ def test_import_is_light():
     code = "import sys, wmrepair; print('torch' in sys.modules, 'pynvml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_int8_inference_only_on_cpu():
+    agg = OptimizationConfig.from_level("aggressive")
+    on_gpu = adapt_to_hardware(agg, GPU_BF16)
+    assert not on_gpu.model.int8 and any("int8 inference off: CUDA" in d for d in on_gpu.decisions)
+    on_cpu = adapt_to_hardware(agg, CPU_BF16)
+    assert on_cpu.model.int8 and any("int8 inference on" in d for d in on_cpu.decisions)
+    assert not adapt_to_hardware(OptimizationConfig(), CPU_BF16).model.int8  # balanced stays bf16

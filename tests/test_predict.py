@@ -75,3 +75,29 @@ def test_oom_during_detection_backs_off(colour_detector):
     probs = p.predict_proba(imgs)
     assert len(probs) == 6 and p.batcher.stats.ooms >= 1 and p.batcher.batch_size <= 2
     assert all(((pr > 0.5) == (im == (255, 0, 0)).all(-1)).mean() > 0.99 for pr, im in zip(probs, imgs))
+
+
+def test_int8_model_tracks_fp32_and_is_used_at_aggressive():
+    import numpy as np
+
+    from wmrepair.model import UNet, UNetConfig
+    from wmrepair.quantize import Int8UNet, calibration_images, quantize_int8
+
+    torch.manual_seed(0)
+    m = UNet(UNetConfig(base_channels=8, depth=2))
+    calib = calibration_images(8, side=64)
+    with torch.no_grad():  # BN running statistics from watermark-like images
+        for _ in range(5):
+            m(calib)
+    m.eval()
+    q = quantize_int8(m, calib)
+    assert any(type(mod).__module__.startswith("torch.ao.nn.quantized") for mod in q.modules())  # int8 convs
+    x = calibration_images(4, side=64, seed=7)
+    with torch.no_grad():
+        ref, out = m(x), q(x)
+    assert out.shape == ref.shape
+    assert np.corrcoef(ref.flatten().numpy(), out.flatten().numpy())[0, 1] > 0.95
+    p = OptimizedWatermarkPredictor(m, OptimizationConfig.from_level("aggressive"))
+    assert p.int8 and isinstance(p._fwd, Int8UNet)
+    img = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    assert p.predict_proba([img])[0].shape == (64, 64)

@@ -232,19 +232,22 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------- predict ----
-def bench_predict(out: Path, quick: bool = False) -> dict[str, Any]:
+def bench_predict(out: Path, quick: bool = False, model_path: str | None = None) -> dict[str, Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from wmrepair.checkpoints import load_model
     from wmrepair.config import OptimizationConfig
     from wmrepair.model import UNet, UNetConfig
     from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig
+    from wmrepair.quantize import calibration_images
 
     n, repeats = (16, 2) if quick else (64, 5)
     torch.manual_seed(0)
-    model = UNet(UNetConfig()).eval()
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(n)]
+    # A trained model makes the mask agreement below meaningful; the timing is the same either way.
+    model = load_model(model_path)[0] if model_path and Path(model_path).exists() else UNet(UNetConfig()).eval()
+    # Synthetic watermarked images (not the int8 calibration set: another seed).
+    images = list(calibration_images(n, seed=99).mul(255).round().byte().permute(0, 2, 3, 1).numpy())
     with FlopCounterMode(display=False) as fc:
         model(torch.rand(1, 3, 256, 256))
     flops = fc.get_total_flops()  # per 256x256 image
@@ -253,9 +256,11 @@ def bench_predict(out: Path, quick: bool = False) -> dict[str, Any]:
 
     @torch.no_grad()
     def naive():
+        out = []
         for im in images:  # the seed's "before": one image at a time, fp32, NCHW
             x = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
-            torch.sigmoid(model(x))
+            out.append(torch.sigmoid(model(x))[0, 0].numpy())
+        return out
 
     runners: dict[str, Any] = {"naive": naive}
     res["naive"] = {}
@@ -270,7 +275,8 @@ def bench_predict(out: Path, quick: bool = False) -> dict[str, Any]:
         except Exception as exc:
             res[level] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             continue
-        res[level] = {"amp": p.amp_dtype, "channels_last": p.channels_last, "compile": p._fwd is not p.model}
+        res[level] = {"amp": p.amp_dtype, "channels_last": p.channels_last, "int8": p.int8,
+                      "compile": p._fwd is not p.model and not p.int8}
     # Repeats interleaved (naive, conservative, ... , naive, ...): a noisy neighbour
     # slows every variant alike instead of whichever happened to run at the time.
     rates: dict[str, list[float]] = {k: [] for k in runners}
@@ -279,6 +285,12 @@ def bench_predict(out: Path, quick: bool = False) -> dict[str, Any]:
             rates[k].append(_median_rate(fn, n, 1)[0])
     for k, r in rates.items():
         res[k].update(images_per_s=statistics.median(r), repeats=r)
+    # How far each level's masks (p > 0.5) are from the naive fp32 ones, as IoU over all pixels.
+    ref = np.stack(naive()) > 0.5
+    for k, fn in runners.items():
+        m = np.stack(fn()) > 0.5
+        res[k]["mask_iou_vs_naive"] = float((m & ref).sum() / max(1, (m | ref).sum()))
+    res["model"] = model_path if model_path and Path(model_path).exists() else "untrained UNet"
     for k in ("naive", "conservative", "balanced", "aggressive"):
         v = res[k]
         if "images_per_s" not in v:
@@ -288,13 +300,15 @@ def bench_predict(out: Path, quick: bool = False) -> dict[str, Any]:
         v["gflops"] = v["images_per_s"] * flops / 1e9
         v["fraction_of_bf16_peak"] = v["gflops"] / peak["bfloat16"]
     _save(out, "predict", res)
-    print(f"predict bench: {n} images 256x256, {flops / 1e9:.2f} GFLOP/image; matmul peak bf16 "
-          f"{peak['bfloat16']:.0f} GFLOP/s, fp32 {peak['float32']:.0f} GFLOP/s")
+    print(f"predict bench: {n} synthetic images 256x256, {flops / 1e9:.2f} GFLOP/image, model: {res['model']}; "
+          f"matmul peak bf16 {peak['bfloat16']:.0f} GFLOP/s, fp32 {peak['float32']:.0f} GFLOP/s")
     for k in ("naive", "conservative", "balanced", "aggressive"):
         v = res[k]
         if "images_per_s" in v:
+            kind = "int8" if v.get("int8") else (v.get("amp") or "fp32")
             print(f"  {k:13s} {v['images_per_s']:7.1f} img/s {v['ms_per_image']:7.1f} ms/img  x{v['ratio_vs_naive']:.2f}"
-                  f"  {v['gflops']:.0f} GFLOP/s = {100 * v['fraction_of_bf16_peak']:.0f}% of bf16 matmul peak")
+                  f"  {v['gflops']:.0f} GFLOP/s = {100 * v['fraction_of_bf16_peak']:.0f}% of bf16 matmul peak"
+                  f"  [{kind}; masks vs naive IoU {v['mask_iou_vs_naive']:.3f}]")
         else:
             print(f"  {k:13s} failed: {v['error']}")
     return res
@@ -429,6 +443,8 @@ def main(what: str, out_dir: str | Path = "benchmarks/out", quick: bool = False,
     for name in (["train", "predict", "repair"] if what == "all" else [what]):
         if name == "repair":
             bench_repair(out, quick, model)
+        elif name == "predict":
+            bench_predict(out, quick, model)
         else:
-            {"train": bench_train, "predict": bench_predict}[name](out, quick)
+            bench_train(out, quick)
     return 0

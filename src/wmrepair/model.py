@@ -63,14 +63,18 @@ class UNet(nn.Module):
         x = (x - self.mean) / self.std
         if self.config.s2d and not self.s2d_in_stem:
             x = F.pixel_unshuffle(x, 2)
+        y = self.body(x)
+        return F.pixel_shuffle(y, 2) if self.config.s2d else y
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder-decoder from the normalised (unshuffled) input to the head's output."""
         skips = [self.stem(x)]
         for blk in self.down:
             skips.append(blk(F.max_pool2d(skips[-1], 2)))
         y = skips.pop()
         for up, dec in zip(self.up, self.dec, strict=True):
             y = dec(torch.cat([up(y), skips.pop()], dim=1))
-        y = self.head(y)
-        return F.pixel_shuffle(y, 2) if self.config.s2d else y
+        return self.head(y)
 
 
 def build_model(cfg: dict | UNetConfig | None = None) -> UNet:
@@ -121,7 +125,7 @@ def fold_space_to_depth(model: UNet) -> UNet:
             for j in range(2):
                 w6[:, c, i::2, j::2] = w[:, c * 4 + i * 2 + j]
     new = nn.Conv2d(cin, conv.out_channels, 6, stride=2, padding=2, bias=conv.bias is not None)
-    new = new.to(device=w.device, dtype=w.dtype)
+    new = new.to(device=w.device, dtype=w.dtype).train(conv.training)
     with torch.no_grad():
         new.weight.copy_(w6)
         if conv.bias is not None:
