@@ -405,8 +405,14 @@ def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> di
             im.save(small / f"s{i:05d}.png")
         trace = _in_child(_repair_child, "ours", model, str(small), "", str(tmp / "o3"))["trace"]
         first = next(r for d, r in trace if d >= long_n // 10)
+        # RSS is sampled after every group of images and swings between samples, so
+        # also compare medians of windows around image 200 and the last 200 images.
+        early = statistics.median(r for d, r in trace if long_n // 20 <= d <= long_n * 3 // 20)
+        late = statistics.median(r for d, r in trace if d > long_n * 9 // 10)
         res["long_run"] = {"images": long_n, "rss_at_10pct_mb": first, "rss_at_end_mb": trace[-1][1],
-                           "growth": trace[-1][1] / first - 1, "trace": trace[:: max(1, len(trace) // 50)]}
+                           "growth": trace[-1][1] / first - 1, "median_early_mb": early, "median_late_mb": late,
+                           "growth_of_medians": late / early - 1, "max_mb": max(r for _, r in trace),
+                           "trace": trace[:: max(1, len(trace) // 50)]}
         shutil.rmtree(small)
     _save(out, "repair", res)
     o, i, io = res["ours_full_pipeline"], res["iopaint_run_inpaint_only"], res["iopaint_run_original"]
@@ -418,7 +424,9 @@ def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> di
           f" (input {res['output_mb']['input']:.1f})")
     lr = res["long_run"]
     print(f"  long run {long_n} images: RSS {lr['rss_at_10pct_mb']:.0f} MB after {long_n // 10}, "
-          f"{lr['rss_at_end_mb']:.0f} MB at the end ({100 * lr['growth']:+.1f}%)")
+          f"{lr['rss_at_end_mb']:.0f} MB at the end ({100 * lr['growth']:+.1f}%); medians of windows "
+          f"{lr['median_early_mb']:.0f} -> {lr['median_late_mb']:.0f} MB ({100 * lr['growth_of_medians']:+.1f}%), "
+          f"max {lr['max_mb']:.0f} MB")
     return res
 
 
