@@ -8,12 +8,13 @@ atomic; decoding and encoding run on a small thread pool beside the model.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,12 +295,20 @@ class RepairEngine:
         write_manifest(rows, manifest)
         return rows
 
-    def _decode(self, it: _Item) -> LoadedImage:
+    @contextlib.contextmanager
+    def _stage(self, it: _Item, name: str) -> Iterator[None]:
+        """Time a stage once, for the analyzer (per stage) and the manifest's `seconds` (per image)."""
         t0 = time.perf_counter()
-        with self.analyzer.profile("decode"):
+        try:
+            with self.analyzer.profile(name):
+                yield
+        finally:
+            it.work_s += time.perf_counter() - t0
+
+    def _decode(self, it: _Item) -> LoadedImage:
+        with self._stage(it, "decode"):
             img = read_image(it.src)
         it.row.update(height=img.rgb.shape[0], width=img.rgb.shape[1])
-        it.work_s += time.perf_counter() - t0
         return img
 
     def _detect(self, rgbs: list[np.ndarray]) -> list[np.ndarray | BaseException]:
@@ -322,8 +331,7 @@ class RepairEngine:
 
     def _write(self, it: _Item, src: LoadedImage, out: np.ndarray, mask: np.ndarray, iters: int,
                masks_dir: str | Path | None) -> None:
-        t0 = time.perf_counter()
-        with self.analyzer.profile("encode"):
+        with self._stage(it, "encode"):
             if iters == 0:  # nothing to repair: the original bytes, bit for bit
                 tmp = it.out.with_name(f".{it.out.name}.copy.tmp")
                 it.out.parent.mkdir(parents=True, exist_ok=True)
@@ -335,7 +343,6 @@ class RepairEngine:
                 atomic_write_bytes(it.out, data)
             if masks_dir is not None:
                 write_mask(Path(masks_dir) / f"{it.rel}.mask.png", mask)
-        it.work_s += time.perf_counter() - t0
 
     def _drain(self, writes: list[tuple[_Item, Future]], block: bool) -> list[tuple[_Item, Future]]:
         pending = []
