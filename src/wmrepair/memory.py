@@ -58,6 +58,21 @@ class MemoryStats:
     oom_events: int = 0
 
 
+@functools.cache
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once (find_library runs ldconfig); None elsewhere."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+        return None
+
+
 def _malloc_trim() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them per thread arena).
 
@@ -65,16 +80,9 @@ def _malloc_trim() -> None:
     arenas and RSS swings by ~50-100 MB between groups; trimming at each
     periodic cleanup keeps a long run's RSS at what it actually holds.
     """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl): nothing to trim
-        pass
+    trim = _glibc_malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class MemoryManager:
