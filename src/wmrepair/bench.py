@@ -275,8 +275,7 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
         except Exception as exc:
             res[level] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             continue
-        res[level] = {"amp": p.amp_dtype, "channels_last": p.channels_last, "int8": p.int8,
-                      "compile": p._fwd is not p.model and not p.int8}
+        res[level] = {"amp": p.amp_dtype, "channels_last": p.channels_last, "int8": p.int8, "compile": p.compiled}
     # Repeats interleaved (naive, conservative, ... , naive, ...): a noisy neighbour
     # slows every variant alike instead of whichever happened to run at the time.
     rates: dict[str, list[float]] = {k: [] for k in runners}

@@ -114,9 +114,10 @@ class OptimizedWatermarkPredictor:
         self.buckets = sorted({-(-b // self.multiple) * self.multiple for b in self.cfg.buckets})
         # Freezing lets Inductor treat the weights as constants: on CPU it pre-packs them
         # for oneDNN and fuses the pointwise ops (measured 1.3-1.5x over eager bf16).
+        self.compiled = bool(m.compile_model and optimized and int8_model is None)
         if int8_model is not None:
             self._fwd = int8_model
-        elif m.compile_model and optimized:
+        elif self.compiled:
             self._fwd = torch.compile(self.model, dynamic=False, options={"freezing": True})
         else:
             self._fwd = self.model
@@ -156,7 +157,7 @@ class OptimizedWatermarkPredictor:
     def _run_tiles(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
         n = len(tiles)
         batch = np.stack(tiles)
-        if self._fwd is not self.model and not self.int8:  # compiled: pad to a power of two, few distinct shapes
+        if self.compiled:  # pad to a power of two: few distinct shapes, few recompiles
             target = 1 << (n - 1).bit_length()
             if target > n:
                 batch = np.concatenate([batch, np.zeros((target - n, *batch.shape[1:]), batch.dtype)])
