@@ -25,6 +25,7 @@ import numpy as np
 import psutil
 from tqdm import tqdm
 
+from wmrepair.hardware import usable_cpus
 from wmrepair.imageio import LoadedImage, atomic_write_bytes, encode_image, read_image, write_mask
 from wmrepair.memory import MemoryManager, is_oom_error
 from wmrepair.predict import OptimizedWatermarkPredictor
@@ -52,12 +53,6 @@ class RepairConfig:
     # is thread-safe (IOPaint's cv2 model: C code without the GIL), else 1.
     inpaint_workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _usable_cpus() -> int:
-    from wmrepair.hardware import usable_cpus
-
-    return usable_cpus()
 
 
 class ImageTimeout(Exception):
@@ -150,7 +145,7 @@ class RepairEngine:
         self.analyzer = analyzer or predictor.analyzer
         self.rss_trace: list[tuple[int, float]] = []  # (images done, RSS MB)
         self.inpaint_workers = self.cfg.inpaint_workers or (
-            _usable_cpus() if getattr(inpainter, "thread_safe", False) else 1)
+            usable_cpus() if getattr(inpainter, "thread_safe", False) else 1)
 
     # ---- images ----------------------------------------------------------
     def repair_image(self, rgb: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -198,9 +193,7 @@ class RepairEngine:
                 else:
                     live[i].rgb, live[i].iterations = res, live[i].iterations + 1
             again = [i for i in todo if i in live and live[i].iterations < c.max_iterations]
-            t0 = time.perf_counter()
-            probs_again = self._detect([live[i].rgb for i in again])
-            share = (time.perf_counter() - t0) / max(1, len(again))
+            probs_again, share = self._detect([live[i].rgb for i in again])
             for i, prob in zip(again, probs_again, strict=True):
                 spent[i] += share
                 if isinstance(prob, BaseException):
@@ -261,9 +254,7 @@ class RepairEngine:
                         ready.append(it)
                     except Exception as exc:
                         self._fail(it, exc)
-                t_det = time.perf_counter()
-                probs = self._detect([it.image.rgb for it in ready])
-                share = (time.perf_counter() - t_det) / max(1, len(ready))
+                probs, share = self._detect([it.image.rgb for it in ready])
                 found = []
                 for it, prob in zip(ready, probs, strict=True):
                     it.work_s += share
@@ -311,8 +302,15 @@ class RepairEngine:
         it.row.update(height=img.rgb.shape[0], width=img.rgb.shape[1])
         return img
 
-    def _detect(self, rgbs: list[np.ndarray]) -> list[np.ndarray | BaseException]:
-        """Batched detection; if the batch fails, retry one by one so only bad images fail."""
+    def _detect(self, rgbs: list[np.ndarray]) -> tuple[list[np.ndarray | BaseException], float]:
+        """Batched detection: (probability map or error per image, each image's share of the time).
+
+        If the batch fails, retry one by one so only bad images fail.
+        """
+        t0 = time.perf_counter()
+        return self._detect_batch(rgbs), (time.perf_counter() - t0) / max(1, len(rgbs))
+
+    def _detect_batch(self, rgbs: list[np.ndarray]) -> list[np.ndarray | BaseException]:
         if not rgbs:
             return []
         try:
