@@ -60,10 +60,15 @@ class UNet(nn.Module):
         return 2 ** (self.config.depth + int(self.config.s2d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unfold_logits(self.body(self.fold_input(x)))
+
+    def fold_input(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] -> what `body` takes: normalised, 2x2 blocks in channels with s2d."""
         x = (x - self.mean) / self.std
-        if self.config.s2d and not self.s2d_in_stem:
-            x = F.pixel_unshuffle(x, 2)
-        y = self.body(x)
+        return F.pixel_unshuffle(x, 2) if self.config.s2d and not self.s2d_in_stem else x
+
+    def unfold_logits(self, y: torch.Tensor) -> torch.Tensor:
+        """The head's output -> one logit per input pixel."""
         return F.pixel_shuffle(y, 2) if self.config.s2d else y
 
     def body(self, x: torch.Tensor) -> torch.Tensor:

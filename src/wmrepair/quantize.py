@@ -16,7 +16,6 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from wmrepair.model import UNet, fold_space_to_depth
 
@@ -42,18 +41,15 @@ class Int8UNet(nn.Module):
 
     def __init__(self, model: UNet, body: nn.Module) -> None:
         super().__init__()
-        self.config = model.config
+        self.unet = model  # its input folding and logit unfolding stay float
         self.body = body
-        self.register_buffer("mean", model.mean.clone(), persistent=False)
-        self.register_buffer("std", model.std.clone(), persistent=False)
 
     @property
     def multiple(self) -> int:
-        return 2 ** (self.config.depth + int(self.config.s2d))
+        return self.unet.multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body((x - self.mean) / self.std)
-        return F.pixel_shuffle(y, 2) if self.config.s2d else y
+        return self.unet.unfold_logits(self.body(self.unet.fold_input(x)))
 
 
 def calibration_images(n: int = 32, side: int = 256, seed: int = 1234) -> torch.Tensor:
@@ -83,7 +79,7 @@ def quantize_int8(model: UNet, calibration: torch.Tensor | None = None) -> Int8U
     m = m.to(memory_format=torch.contiguous_format)
     qmap = get_default_qconfig_mapping("x86").set_object_type(nn.ConvTranspose2d, None)
     calib = calibration if calibration is not None else calibration_images()
-    calib = (calib.float().cpu() - m.mean) / m.std
+    calib = m.fold_input(calib.float().cpu())  # s2d is already in the stem: normalisation only
     with warnings.catch_warnings():  # torch.ao's deprecation notice points to torchao; the API works
         warnings.simplefilter("ignore")
         prepared = prepare_fx(_Body(m), qmap, (calib[:1],))
