@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from wmrepair.cache import build_cache
 from wmrepair.checkpoints import select_best
 from wmrepair.config import OptimizationConfig
 from wmrepair.imageio import list_images, read_image, read_mask
-from wmrepair.losses import iou_f1
+from wmrepair.losses import confusion, iou_f1
 from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig
 from wmrepair.synth import SynthConfig, synthesize
 from wmrepair.train import TrainConfig, train_from_cache
@@ -32,7 +33,7 @@ def test_iou(model: Path, test_dir: Path, threshold: float = 0.5) -> float:
         for rel in list_images(test_dir / "watermarked"):
             g = read_mask(test_dir / "masks" / rel.with_suffix(".png"))
             p = pred.predict_masks([read_image(test_dir / "watermarked" / rel).rgb])[0]
-            counts += ((p & g).sum(), (p & ~g).sum(), (~p & g).sum())
+            counts += confusion(torch.from_numpy(p), torch.from_numpy(g)).numpy()
     return iou_f1(counts.tolist())[0]
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from wmrepair.imageio import list_images, read_image, read_mask
-from wmrepair.losses import iou_f1
+from wmrepair.losses import confusion, iou_f1
 
 
 def _by_stem(d: Path | None) -> dict[str, Path]:
@@ -51,9 +52,9 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
             pm = Path(pred_masks_dir) / f"{rel}.mask.png" if pred_masks_dir else None
             if gt is not None and pm is not None and pm.exists():
                 g, p = read_mask(gt), read_mask(pm)
-                tp, fp, fn = int((p & g).sum()), int((p & ~g).sum()), int((~p & g).sum())
-                counts += (tp, fp, fn)
-                rec["mask_iou"], rec["mask_f1"] = iou_f1((tp, fp, fn))
+                c = confusion(torch.from_numpy(p), torch.from_numpy(g)).numpy()
+                counts += c
+                rec["mask_iou"], rec["mask_f1"] = iou_f1(c)
         per.append(rec)
     df = pd.DataFrame(per)
 
