@@ -5,7 +5,11 @@
 Synthesises the default dataset, caches it once, then trains each variant from
 the same seed and scores its best checkpoint on the test split the way the
 workflow does (detect at `predict.max_side`, mask IoU at full resolution over
-all test pixels). Results (JSON) go to OUT_DIR/sweep.json; one line per variant.
+all test pixels). Results (JSON) go to OUT_DIR/sweep.json and
+OUT_DIR/runs/<name>/result.json; one line per variant. Variants start from the
+default config's `train` section. To use many cores (or one GPU) for several
+variants at once, run one process per variant on the same OUT_DIR after a first
+call with `'[]'` has written the data and cache.
 """
 
 import json
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from wmrepair.cache import build_cache
 from wmrepair.checkpoints import select_best
@@ -48,7 +53,9 @@ def main(out: str, variants: list[dict]) -> None:
     for v in variants:
         v = dict(v)
         name = v.pop("name")
-        base = {"epochs": 14, "batch_size": 16, "lr": 3e-3, "crop": 128, "patience": 0, "time_budget_s": None}
+        base = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())["train"]
+        base |= {"patience": 0, "time_budget_s": None}
+        v["model"] = {**base["model"], **v.get("model", {})}
         cfg = TrainConfig.from_dict({**base, **v})
         t0 = time.time()
         s = train_from_cache(root / "cache/train/index.json", root / "cache/val/index.json", root / "runs" / name,
@@ -59,9 +66,11 @@ def main(out: str, variants: list[dict]) -> None:
         tiou = test_iou(best, root / "data" / "test")
         results.append({"name": name, "overrides": v, "curve": curve, "best": max(curve), "test_iou": tiou,
                         "samples_per_s": s["median_samples_per_s"], "seconds": time.time() - t0})
+        (root / "runs" / name / "result.json").write_text(json.dumps(results[-1], indent=1))
         print(f"{name:14s} test {tiou:.3f} best {max(curve):.3f} last {curve[-1]:.3f} "
               f"{s['median_samples_per_s']:.0f} samples/s {time.time() - t0:.0f}s curve {curve}", flush=True)
-    (root / "sweep.json").write_text(json.dumps(results, indent=1))
+    if results:
+        (root / "sweep.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
