@@ -1,7 +1,12 @@
 # wmrepair: synthetic/user data -> cache -> train -> select -> chunked repair -> evaluate -> report
 # Run: snakemake --cores 8 --resources gpu=1   (config/config.yaml is the embedded default)
+# On SLURM: snakemake --profile profiles/slurm
 
 configfile: "config/config.yaml"
+
+
+# Seconds of bookkeeping: on a cluster they run in the Snakemake process, not as jobs.
+localrules: all, select_checkpoint, split_inputs, gather_repair, report
 
 
 include: "workflow/rules/common.smk"

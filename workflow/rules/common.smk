@@ -43,6 +43,20 @@ def _validate_config():
 
 _validate_config()
 
+
+def job_threads():
+    """Threads of the heavy jobs (train, repair_chunk): every core of --cores when run locally.
+
+    Cluster executors (--profile profiles/slurm) leave --cores unset; there each
+    job asks for 8 CPUs, or what the profile's `set-threads` says.
+    """
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 8
+
 RESULTS = config["results"]
 LOGS = config["logs"]
 BENCH = f"{RESULTS}/benchmarks"

@@ -31,7 +31,7 @@ rule repair_chunk:
         images=f"{RESULTS}/repair/images",
         masks=f"{RESULTS}/repair/masks",
         settings=settings_of("predict", "repair", "inpaint", "optimization"),
-    threads: workflow.cores
+    threads: job_threads()
     resources:
         gpu=1,
         mem_mb=lambda wc, attempt: config["repair"]["mem_mb"] * attempt,

@@ -12,7 +12,7 @@ rule train:
     params:
         out=lambda wc, output: os.path.dirname(output.summary),
         settings=settings_of("train", "optimization"),
-    threads: workflow.cores
+    threads: job_threads()
     resources:
         gpu=1,
     conda:

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Start a real one-node SLURM cluster on this machine (loopback), with one fake GPU,
+# for the profile test (tests/test_slurm_profile.py). Needs root; idempotent.
+set -euo pipefail
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null; }
+fi
+if sinfo -h -o %T 2>/dev/null | grep -q idle; then echo "slurm: already up"; exit 0; fi
+
+host=$(hostname -s)
+cpus=$(nproc)
+mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.85)}' /proc/meminfo)
+conf=/etc/slurm
+mkdir -p $conf /run/munge /run/slurm /var/spool/slurmctld /var/log/slurm /var/spool/slurmd
+chown munge:munge /run/munge; chown slurm:slurm /run/slurm /var/spool/slurmctld /var/log/slurm
+[ -s /etc/munge/munge.key ] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; }
+chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
+
+cat > $conf/slurm.conf <<CONF
+ClusterName=loopback
+SlurmctldHost=$host
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+GresTypes=gpu
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MinJobAge=300
+SlurmctldPidFile=/run/slurm/slurmctld.pid
+SlurmdPidFile=/run/slurm/slurmd.pid
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+ReturnToService=2
+NodeName=$host CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+# A fake GPU: slurmd needs a device file for the gres, or it drains the node.
+echo "NodeName=$host Name=gpu File=/dev/null" > $conf/gres.conf
+
+pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+pgrep -x slurmctld >/dev/null || slurmctld
+pgrep -x slurmd >/dev/null || slurmd
+for _ in $(seq 30); do
+  if sinfo -h -o %T 2>/dev/null | grep -q idle; then echo "slurm: node $host idle ($cpus CPUs, ${mem} MB, gpu:1 fake)"; exit 0; fi
+  sleep 1
+done
+echo "slurm: node did not come up; see /var/log/slurm/" >&2
+sinfo >&2 || true
+exit 1
