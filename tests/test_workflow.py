@@ -1,6 +1,7 @@
 """The real workflow through the Snakemake CLI, on a tiny config in a temp folder."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -129,3 +130,22 @@ def test_user_data_skips_synthesis(tmp_path, finished_run):
     p = smk(tmp_path, "-n", config=cfg)
     out = p.stdout + p.stderr
     assert "synthesize_dataset" not in out and "rule train:" not in out and "split_inputs" in out
+
+
+def test_report_renders_in_a_browser(finished_run, tmp_path):
+    """Headless Chromium loads the report: both plots decode to real images, the tables render."""
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no Chromium browser installed (.ci/run installs Debian's chromium)")
+    probe = ("<script>addEventListener('load', () => document.body.setAttribute('data-probe',"
+             " [...document.images].map(i => i.naturalWidth).join(',') + '|'"
+             " + document.querySelectorAll('table tr').length));</script>")
+    page = tmp_path / "report.html"
+    page.write_text((finished_run / "results/report/report.html").read_text().replace("</body>", probe + "</body>"))
+    p = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                        "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r'data-probe="([^"]*)"', p.stdout)
+    assert m, p.stderr[-2000:]
+    widths, rows = m.group(1).split("|")
+    assert [int(w) > 100 for w in widths.split(",")] == [True, True], widths  # training curves, resources
+    assert int(rows) > TINY["data"]["synth"]["n_test"]  # the manifest table has a row per image, plus the others
