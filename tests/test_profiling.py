@@ -23,7 +23,8 @@ def test_bottlenecks_and_report(tmp_path):
     a.record("detect", 4.0)
     found = a.bottlenecks(memory={"oom_events": 2, "pauses": 1, "pause_seconds": 3.0})
     text = json.dumps(found)
-    assert "data loading/IO takes 60%" in text
+    assert "image decoding/encoding takes 60%" in text and "repair.io_workers" in text
+    assert "training batches" not in text  # no data_wait stage: not a training profile
     assert "largest stage: decode" in text
     assert "2 out-of-memory events" in text and "pauses under memory pressure" in text
     path = a.generate_performance_report(tmp_path)
@@ -41,3 +42,15 @@ def test_decorator_and_context_forms():
     with performance_profile("g", a):
         pass
     assert a.stage_stats()["f"]["count"] == 4 and a.stage_stats()["g"]["count"] == 1
+
+
+def test_report_names_the_job_of_each_bottleneck(tmp_path):
+    from wmrepair.report import render_report
+
+    a = PerformanceAnalyzer()
+    a.record("data_wait", 3.0)
+    a.record("train_step", 1.0)
+    perf = a.generate_performance_report(tmp_path / "train")
+    html = render_report(tmp_path / "r.html", performance={"train": perf}).read_text()
+    assert "train: <b>waiting for training batches takes 75% of profiled time</b>" in html
+    assert "dataloader.num_workers" in html

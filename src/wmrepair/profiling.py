@@ -78,12 +78,11 @@ class PerformanceAnalyzer:
         stats = self.stage_stats()
         total = sum(s["total_s"] for s in stats.values())
         if total > 0:
-            wait = sum(v["total_s"] for k, v in stats.items() if k in ("data_wait", "decode", "encode", "io"))
-            if wait / total > 0.2:
-                found.append({
-                    "finding": f"data loading/IO takes {100 * wait / total:.0f}% of profiled time",
-                    "recommendation": "enable the dataset cache, raise dataloader.num_workers or repair io_workers",
-                })
+            for stages, what, advice in _IO_FINDINGS:
+                wait = sum(stats[k]["total_s"] for k in stages if k in stats)
+                if wait / total > 0.2:
+                    found.append({"finding": f"{what} takes {100 * wait / total:.0f}% of profiled time",
+                                  "recommendation": advice})
             top = max(stats.items(), key=lambda kv: kv[1]["total_s"])
             found.append({
                 "finding": f"largest stage: {top[0]} ({100 * top[1]['total_s'] / total:.0f}% of profiled time)",
@@ -132,6 +131,15 @@ class PerformanceAnalyzer:
         path.write_text(json.dumps(self.report(**kw), indent=2, default=float))
         return path
 
+
+# Waiting for data, by where it happens: training batches or the repair's image files.
+_IO_FINDINGS = [
+    (("data_wait",), "waiting for training batches",
+     "read from the dataset cache (CachedDataset, as the workflow does) and raise "
+     "optimization.dataloader.num_workers where cores are spare"),
+    (("decode", "encode", "io"), "image decoding/encoding",
+     "raise optimization.repair.io_workers so image files are read and written while the model works"),
+]
 
 _STAGE_ADVICE = {
     "train_step": "mixed precision and channels_last (optimization.level: balanced/aggressive)",

@@ -98,7 +98,7 @@ def render_report(out_html: str | Path, *, metrics: str | Path | None = None, pe
                   performance: dict[str, str | Path] | None = None, level: str = "balanced") -> Path:
     train_dir = Path(train_dir) if train_dir else None
     perf = {k: v for k, v in ((k, _json(p)) for k, p in (performance or {}).items()) if v}
-    bottlenecks = [b for p in perf.values() for b in p.get("bottlenecks", [])]
+    bottlenecks = [{**b, "source": name} for name, p in perf.items() for b in p.get("bottlenecks", [])]
     train = _json(train_dir / "summary.json") if train_dir else None
     failed = []
     if manifest and Path(manifest).is_file():
