@@ -25,9 +25,8 @@ def _cluster_up() -> bool:
 pytestmark = pytest.mark.skipif(not _cluster_up(), reason="no SLURM cluster (sinfo finds no node up); "
                                 "sudo .ci/slurm-up.sh starts a loopback one")
 
-# Loopback specifics, on top of profiles/slurm: no accounting database (so squeue, not
-# sacct, and no account), a 2-CPU node, and short status polls for a fast test.
-LOOPBACK = ["--slurm-status-command", "squeue", "--slurm-no-account", "--set-threads", "train=2", "repair_chunk=2",
+# On top of profiles/slurm: a 2-CPU node, small jobs, and short status polls for a fast test.
+LOOPBACK = ["--set-threads", "train=2", "repair_chunk=2",
             "--default-resources", "mem_mb=3000", "runtime=30",
             "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2"]
 
