@@ -54,3 +54,12 @@ def test_report_names_the_job_of_each_bottleneck(tmp_path):
     html = render_report(tmp_path / "r.html", performance={"train": perf}).read_text()
     assert "train: <b>waiting for training batches takes 75% of profiled time</b>" in html
     assert "dataloader.num_workers" in html
+
+
+def test_stage_advice_knows_what_is_already_on():
+    a = PerformanceAnalyzer()
+    a.record("train_step", 5.0)
+    assert "mixed precision" in json.dumps(a.bottlenecks())  # nothing known: suggest it
+    a.extra["settings"] = {"amp_dtype": "bfloat16", "channels_last": True}
+    text = json.dumps(a.bottlenecks())
+    assert "compute-bound with bfloat16 autocast and channels_last already on" in text and "mixed precision" not in text

@@ -86,7 +86,7 @@ class PerformanceAnalyzer:
             top = max(stats.items(), key=lambda kv: kv[1]["total_s"])
             found.append({
                 "finding": f"largest stage: {top[0]} ({100 * top[1]['total_s'] / total:.0f}% of profiled time)",
-                "recommendation": _STAGE_ADVICE.get(top[0], "profile this stage further"),
+                "recommendation": _stage_advice(top[0], self.extra.get("settings", {})),
             })
         if samples:
             gpu = [s["gpu_util_percent"] for s in samples if s.get("gpu_mem_used_mb", 0) > 0]
@@ -149,6 +149,18 @@ _STAGE_ADVICE = {
     "encode": "more repair io_workers; PNG compression level",
     "data_wait": "enable dataset caching and dataloader workers",
 }
+
+
+
+def _stage_advice(stage: str, on: dict[str, Any]) -> str:
+    """What to try for the largest stage, minus what the run already had on (`extra["settings"]`)."""
+    fast = bool(on.get("int8") or (on.get("amp_dtype") and on.get("channels_last")))
+    if stage in ("train_step", "detect") and fast:
+        what = "int8" if on.get("int8") else f"{on['amp_dtype']} autocast and channels_last"
+        more = "fewer train.epochs or a smaller train.model" if stage == "train_step" else "a smaller predict.max_side"
+        return f"compute-bound with {what} already on: a GPU, or {more}"
+    return _STAGE_ADVICE.get(stage, "profile this stage further")
+
 
 DEFAULT_ANALYZER = PerformanceAnalyzer()
 
