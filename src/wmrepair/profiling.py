@@ -159,6 +159,9 @@ def _stage_advice(stage: str, on: dict[str, Any]) -> str:
         what = "int8" if on.get("int8") else f"{on['amp_dtype']} autocast and channels_last"
         more = "fewer train.epochs or a smaller train.model" if stage == "train_step" else "a smaller predict.max_side"
         return f"compute-bound with {what} already on: a GPU, or {more}"
+    if stage == "inpaint" and on.get("inpaint_model") == "cv2":
+        return (f"cv2 inpainting already runs {on.get('inpaint_workers', 1)} image(s) at once: more CPU cores, "
+                "or a smaller inpaint.cv2_radius")
     return _STAGE_ADVICE.get(stage, "profile this stage further")
 
 
