@@ -60,11 +60,11 @@ def test_stage_advice_knows_what_is_already_on():
     a = PerformanceAnalyzer()
     a.record("train_step", 5.0)
     assert "mixed precision" in json.dumps(a.bottlenecks())  # nothing known: suggest it
-    a.extra["settings"] = {"amp_dtype": "bfloat16", "channels_last": True}
+    a.note_settings(amp_dtype="bfloat16", channels_last=True)
     text = json.dumps(a.bottlenecks())
     assert "compute-bound with bfloat16 autocast and channels_last already on" in text and "mixed precision" not in text
 
     a = PerformanceAnalyzer()
     a.record("inpaint", 5.0)
-    a.extra["settings"] = {"inpaint_model": "cv2", "inpaint_workers": 2}
+    a.note_settings(inpaint_model="cv2", inpaint_workers=2)
     assert "cv2 inpainting already runs 2 image(s) at once" in json.dumps(a.bottlenecks())

@@ -124,8 +124,7 @@ class OptimizedWatermarkPredictor:
         self.memory = memory or MemoryManager(self.opt.memory, str(self.device))
         self.batcher: AdaptiveBatchProcessor = AdaptiveBatchProcessor(self.opt.batch, self.memory)
         self.analyzer = analyzer or PerformanceAnalyzer()
-        self.analyzer.extra["settings"] = {"amp_dtype": self.amp_dtype, "channels_last": self.channels_last,
-                                           "compiled": self.compiled, "int8": self.int8}
+        self.analyzer.note_settings(amp_dtype=self.amp_dtype, channels_last=self.channels_last, int8=self.int8)
         self.tiles_run = 0
 
     def __enter__(self) -> OptimizedWatermarkPredictor:

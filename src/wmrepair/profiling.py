@@ -47,6 +47,10 @@ class PerformanceAnalyzer:
     def event(self, name: str) -> None:
         self.events[name] += 1
 
+    def note_settings(self, **settings: Any) -> None:
+        """Record what the profiled run had on (amp, int8, inpaint model...), so advice skips it."""
+        self.extra.setdefault("settings", {}).update(settings)
+
     def stage_stats(self) -> dict[str, dict[str, float]]:
         out = {}
         for name, ts in self.timings.items():
@@ -133,6 +137,7 @@ class PerformanceAnalyzer:
 
 
 # Waiting for data, by where it happens: training batches or the repair's image files.
+# Also the advice when one of these stages is the largest.
 _IO_FINDINGS = [
     (("data_wait",), "waiting for training batches",
      "read from the dataset cache (CachedDataset, as the workflow does) and raise "
@@ -145,11 +150,8 @@ _STAGE_ADVICE = {
     "train_step": "mixed precision and channels_last (optimization.level: balanced/aggressive)",
     "detect": "raise batch size, enable bf16/fp16 autocast or torch.compile",
     "inpaint": "inpainting dominates: use the cv2 model for speed, or a GPU for LaMa",
-    "decode": "more repair io_workers so decoding overlaps model work",
-    "encode": "more repair io_workers; PNG compression level",
-    "data_wait": "enable dataset caching and dataloader workers",
+    **{stage: advice for stages, _, advice in _IO_FINDINGS for stage in stages},
 }
-
 
 
 def _stage_advice(stage: str, on: dict[str, Any]) -> str:

@@ -146,8 +146,8 @@ class RepairEngine:
         self.rss_trace: list[tuple[int, float]] = []  # (images done, RSS MB)
         self.inpaint_workers = self.cfg.inpaint_workers or (
             usable_cpus() if getattr(inpainter, "thread_safe", False) else 1)
-        self.analyzer.extra.setdefault("settings", {}).update(
-            inpaint_model=getattr(inpainter, "name", type(inpainter).__name__), inpaint_workers=self.inpaint_workers)
+        self.analyzer.note_settings(inpaint_model=getattr(inpainter, "name", type(inpainter).__name__),
+                                    inpaint_workers=self.inpaint_workers)
 
     # ---- images ----------------------------------------------------------
     def repair_image(self, rgb: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

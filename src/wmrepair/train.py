@@ -222,7 +222,7 @@ class OptimizedTrainer:
             log.info("resumed from %s at epoch %d", self.ckpt_dir / "last.pt", start_epoch)
 
         fwd = torch.compile(model) if oc.model.compile_model else model
-        self.analyzer.extra["settings"] = {"amp_dtype": amp, "channels_last": cl, "compiled": oc.model.compile_model}
+        self.analyzer.note_settings(amp_dtype=amp, channels_last=cl)
         meta = {"model": dict(cfg.model), "config_hash": self.hash, "train_config": json.loads(json.dumps(asdict(cfg))),
                 "amp_dtype": amp, "versions": {"torch": str(torch.__version__)}}
         t_start = time.perf_counter()
