@@ -238,6 +238,7 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
 
     from wmrepair.checkpoints import load_model
     from wmrepair.config import OptimizationConfig
+    from wmrepair.losses import confusion, iou_f1
     from wmrepair.model import UNet, UNetConfig
     from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig
     from wmrepair.quantize import calibration_images
@@ -285,10 +286,10 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
     for k, r in rates.items():
         res[k].update(images_per_s=statistics.median(r), repeats=r)
     # How far each level's masks (p > 0.5) are from the naive fp32 ones, as IoU over all pixels.
-    ref = np.stack(naive()) > 0.5
+    ref = torch.from_numpy(np.stack(naive()) > 0.5)
     for k, fn in runners.items():
-        m = np.stack(fn()) > 0.5
-        res[k]["mask_iou_vs_naive"] = float((m & ref).sum() / max(1, (m | ref).sum()))
+        m = torch.from_numpy(np.stack(fn()) > 0.5)
+        res[k]["mask_iou_vs_naive"] = iou_f1(confusion(m, ref))[0]
     res["model"] = model_path if model_path and Path(model_path).exists() else "untrained UNet"
     for k in ("naive", "conservative", "balanced", "aggressive"):
         v = res[k]
