@@ -50,11 +50,11 @@ def main(out: str, variants: list[dict]) -> None:
         c, _ = build_cache(root / "data" / split, root / "cache" / split, size=256, progress=False)
         c.write_index(root / "cache" / split / "index.json")
     results = []
+    base = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())["train"]
+    base |= {"patience": 0, "time_budget_s": None}
     for v in variants:
         v = dict(v)
         name = v.pop("name")
-        base = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())["train"]
-        base |= {"patience": 0, "time_budget_s": None}
         v["model"] = {**base["model"], **v.get("model", {})}
         cfg = TrainConfig.from_dict({**base, **v})
         t0 = time.time()
