@@ -3,8 +3,7 @@
 # for the profile test (tests/test_slurm_profile.py). Needs root; idempotent.
 set -euo pipefail
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null; }
+  "$(dirname "$0")/apt-install.sh" slurm-wlm munge
 fi
 if sinfo -h -o %T 2>/dev/null | grep -q idle; then echo "slurm: already up"; exit 0; fi
 
