@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from wmrepair.imageio import list_images, read_mask
-from wmrepair.synth import SynthConfig, add_watermark, make_background, synthesize
+from wmrepair.synth import SynthConfig, _procedural, add_watermark, make_background, synthesize
 
 
 def _digest(root):
@@ -18,7 +18,7 @@ def _digest(root):
 def test_synth_is_deterministic_and_complete(tmp_path):
     cfg = SynthConfig(seed=3, n_train=6, n_val=2, n_test=4, test_sizes=[(320, 240), (1100, 800)])
     synthesize(tmp_path / "a", cfg, progress=False)
-    synthesize(tmp_path / "b", cfg, progress=False)
+    synthesize(tmp_path / "b", cfg, progress=False, workers=3)  # threads: the same files
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     for split, n in (("train", 6), ("val", 2), ("test", 4)):
         for sub in ("watermarked", "clean", "masks"):
@@ -56,3 +56,25 @@ def test_blend_formula():
     assert wm.shape == img.shape and alpha.max() <= 0.5 + 1e-6 and (alpha >= 0.1).any()
     untouched = alpha == 0
     assert np.array_equal(wm[untouched], img[untouched])
+
+
+def test_dev_split_is_test_sized_and_leaves_the_other_splits_alone(tmp_path):
+    cfg = SynthConfig(seed=3, n_train=2, n_val=1, n_test=2, test_sizes=[(320, 240), (480, 360)])
+    synthesize(tmp_path / "a", cfg, progress=False)
+    synthesize(tmp_path / "b", SynthConfig(**{**cfg.__dict__, "n_dev": 2}), progress=False)
+    assert not (tmp_path / "a" / "dev").exists()
+    for split in ("train", "val", "test"):
+        assert _digest(tmp_path / "a" / split) == _digest(tmp_path / "b" / split)
+    dev = tmp_path / "b" / "dev" / "watermarked"
+    assert {Image.open(dev / r).size for r in list_images(dev)} == {(320, 240), (480, 360)}
+
+
+def test_fine_detail_shrinks_procedural_textures():
+    def edges(seed, detail):  # strong steps along one row: more of them = finer checker cells / stripes
+        row = _procedural(np.random.default_rng(seed), 256, 256, detail)[128, :, 0].astype(int)
+        return np.count_nonzero(np.abs(np.diff(row)) > 25)
+
+    checkers = [s for s in range(12) if np.random.default_rng(s).integers(4) == 3]  # its first draw: the kind
+    assert len(checkers) >= 3
+    assert all(edges(s, 0.25) > edges(s, 1.0) for s in checkers)
+    assert sum(edges(s, 0.25) for s in checkers) > 3 * sum(edges(s, 1.0) for s in checkers)

@@ -10,6 +10,7 @@ evaluation measures generalisation, not memory.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class SynthConfig:
     n_train: int = 600
     n_val: int = 100
     n_test: int = 48
+    n_dev: int = 0  # test-sized images with training words/fonts, for tuning (see `synthesize`)
     train_size: int = 256
     test_sizes: list[tuple[int, int]] = field(default_factory=lambda: list(TEST_SIZES))
     alpha_range: tuple[float, float] = (0.3, 0.8)
@@ -88,7 +90,8 @@ def _noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4) -> np.nda
     return np.clip((out - out.min()) / (np.ptp(out) + 1e-6), 0, 1)
 
 
-def _procedural(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _procedural(rng: np.random.Generator, h: int, w: int, detail: float = 1.0) -> np.ndarray:
+    """A synthetic texture; `detail` < 1 shrinks its stripes and checker cells (see `synthesize`)."""
     kind = rng.integers(4)
     c1, c2 = rng.random(3) * 255, rng.random(3) * 255
     if kind == 0:  # gradient
@@ -98,12 +101,12 @@ def _procedural(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     elif kind == 1:  # clouds
         t = _noise(rng, h, w)[..., None]
     elif kind == 2:  # stripes
-        f = rng.uniform(4, 30)
+        f = rng.uniform(4, 30) * detail
         ang = rng.uniform(0, np.pi)
         yy, xx = np.mgrid[0:h, 0:w]
         t = (0.5 + 0.5 * np.sin((xx * np.cos(ang) + yy * np.sin(ang)) / f))[..., None]
     else:  # checker blended with noise
-        s = int(rng.integers(8, 64))
+        s = int(rng.integers(8, 64)) * detail
         yy, xx = np.mgrid[0:h, 0:w]
         t = (((yy // s) + (xx // s)) % 2).astype(np.float32)[..., None] * 0.6 + 0.4 * _noise(rng, h, w)[..., None]
     img = c1 * (1 - t) + c2 * t
@@ -111,7 +114,7 @@ def _procedural(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def make_background(rng: np.random.Generator, h: int, w: int, detail: float = 1.0) -> np.ndarray:
     if rng.random() < 0.7:
         src = _backgrounds()[rng.integers(len(_backgrounds()))]
         sh, sw = src.shape[:2]
@@ -130,9 +133,9 @@ def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         img = np.asarray(im).astype(np.float32)
         img = img * rng.uniform(0.7, 1.2) + rng.uniform(-25, 25, 3)  # colour/brightness shift
         if rng.random() < 0.3:
-            img = 0.7 * img + 0.3 * _procedural(rng, h, w)
+            img = 0.7 * img + 0.3 * _procedural(rng, h, w, detail)
         return np.clip(img, 0, 255).astype(np.uint8)
-    return _procedural(rng, h, w)
+    return _procedural(rng, h, w, detail)
 
 
 def _font(fonts: list[str], rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:
@@ -257,39 +260,64 @@ class SplitPlan:
     count: int
     words: list[str]
     fonts: list[str]
+    sizes: list[tuple[int, int]] | None = None  # (w, h) cycled; None = train_size squares
+    jpeg_share: float = 0.5
 
 
-def synthesize(out_dir: str | Path, config: SynthConfig | None = None, progress: bool = True) -> dict:
-    """Write `<out>/<split>/{watermarked,clean,masks}/` for train/val/test; returns counts."""
+def _write_sample(out: Path, cfg: SynthConfig, plan: SplitPlan, split_id: int, i: int) -> None:
+    """Draw and write image `i` of a split; its own seeds make it independent of every other image."""
+    rng = np.random.default_rng([cfg.seed, split_id, i])
+    if plan.sizes:
+        w, h = plan.sizes[i % len(plan.sizes)]
+        detail = 1.0
+    else:
+        w = h = cfg.train_size
+        # Test images are large and shrunk to the detection scale, which makes their
+        # textures finer than a 256-px texture drawn at its own size ever is (a 1600-px
+        # checker of 16-px cells reaches the detector as 4-px cells). Training images
+        # draw textures at the detail a 256-1600 px image has at detection scale. Own
+        # stream, so the other draws (and the test split) stay as they were.
+        detail = float(np.exp(np.random.default_rng([cfg.seed, split_id, i, 1]).uniform(np.log(0.25), 0)))
+    clean = make_background(rng, h, w, detail)
+    wm, alpha = add_watermark(clean, rng, plan.words, plan.fonts, cfg.alpha_range)
+    name = f"{plan.name}_{i:05d}"
+    ext = ".jpg" if rng.random() < plan.jpeg_share else ".png"
+    q = int(rng.integers(75, 96))
+    atomic_write_bytes(out / plan.name / "watermarked" / f"{name}{ext}", encode_image(wm, ext, jpeg_quality=q))
+    atomic_write_bytes(out / plan.name / "clean" / f"{name}.png", encode_image(clean, ".png"))
+    write_mask(out / plan.name / "masks" / f"{name}.png", alpha >= 0.1)
+
+
+def synthesize(out_dir: str | Path, config: SynthConfig | None = None, progress: bool = True,
+               workers: int = 1) -> dict:
+    """Write `<out>/<split>/{watermarked,clean,masks}/` for train/val/test (and dev); returns counts.
+
+    `dev` (only with `n_dev` > 0) looks like test (same image sizes) but uses the
+    training words and fonts: it is for tuning inference settings, so that the
+    test split stays unseen. `workers` > 1 draws images on that many threads
+    (numpy and Pillow release the GIL; the same files: every image has its own seeds).
+    """
     cfg = config or SynthConfig()
     out = Path(out_dir)
     plans = [
-        SplitPlan("train", cfg.n_train, TRAIN_WORDS, TRAIN_FONTS),
-        SplitPlan("val", cfg.n_val, TRAIN_WORDS, TRAIN_FONTS),
-        SplitPlan("test", cfg.n_test, TEST_WORDS, TEST_FONTS),
+        SplitPlan("train", cfg.n_train, TRAIN_WORDS, TRAIN_FONTS, jpeg_share=cfg.jpeg_fraction),
+        SplitPlan("val", cfg.n_val, TRAIN_WORDS, TRAIN_FONTS, jpeg_share=cfg.jpeg_fraction),
+        SplitPlan("test", cfg.n_test, TEST_WORDS, TEST_FONTS, cfg.test_sizes),
+        SplitPlan("dev", cfg.n_dev, TRAIN_WORDS, TRAIN_FONTS, cfg.test_sizes),
     ]
-    total = sum(p.count for p in plans)
-    bar = tqdm(total=total, desc="synthesize", unit="img", disable=not progress)
-    counts = {}
-    for split_id, plan in enumerate(plans):
-        for i in range(plan.count):
-            rng = np.random.default_rng([cfg.seed, split_id, i])
-            if plan.name == "test":
-                w, h = cfg.test_sizes[i % len(cfg.test_sizes)]
-            else:
-                w = h = cfg.train_size
-            clean = make_background(rng, h, w)
-            wm, alpha = add_watermark(clean, rng, plan.words, plan.fonts, cfg.alpha_range)
-            name = f"{plan.name}_{i:05d}"
-            jpeg = rng.random() < (0.5 if plan.name == "test" else cfg.jpeg_fraction)
-            ext = ".jpg" if jpeg else ".png"
-            q = int(rng.integers(75, 96))
-            atomic_write_bytes(out / plan.name / "watermarked" / f"{name}{ext}", encode_image(wm, ext, jpeg_quality=q))
-            atomic_write_bytes(out / plan.name / "clean" / f"{name}.png", encode_image(clean, ".png"))
-            write_mask(out / plan.name / "masks" / f"{name}.png", alpha >= 0.1)
-            bar.update()
-        counts[plan.name] = plan.count
-    bar.close()
+    jobs = [(out, cfg, plan, split_id, i) for split_id, plan in enumerate(plans) for i in range(plan.count)]
+    with tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress) as bar:
+        if workers > 1:
+            _backgrounds()  # load the shared photos once, before threads could race to fill the list
+            with ThreadPoolExecutor(workers) as pool:
+                for f in as_completed([pool.submit(_write_sample, *job) for job in jobs]):
+                    f.result()
+                    bar.update()
+        else:
+            for job in jobs:
+                _write_sample(*job)
+                bar.update()
+    counts = {p.name: p.count for p in plans if p.count or p.name != "dev"}
     meta = {"config": asdict(cfg), "counts": counts}
     (out / "synth.json").write_text(json.dumps(meta, indent=2))
     return meta
