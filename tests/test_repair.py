@@ -3,13 +3,14 @@ import time
 
 import numpy as np
 import pytest
-from conftest import make_image
+import torch
+from conftest import ColourDetector, make_image
 from PIL import Image
 
 from wmrepair.config import OptimizationConfig
 from wmrepair.inpaint import Inpainter, InpaintModelUnavailable, resolve_weights
 from wmrepair.predict import OptimizedWatermarkPredictor
-from wmrepair.repair import RepairConfig, RepairEngine, dilate, postprocess_mask
+from wmrepair.repair import RepairConfig, RepairEngine, dilate, postprocess_mask, refine_by_change
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +170,53 @@ def test_hd_strategy_auto_and_concurrent_cv2(colour_detector, cv2_inpainter):
 
     assert _engine(colour_detector, cv2_inpainter).inpaint_workers == usable_cpus()  # one per core for cv2
     assert _engine(colour_detector, lambda rgb, mask: rgb).inpaint_workers == 1  # unknown callables: one at a time
+
+
+class BlobbyDetector(ColourDetector):
+    """The colour detector with its hits grown by 4 px: blobby, like an under-trained UNet's strokes."""
+
+    def forward(self, x):
+        return torch.nn.functional.max_pool2d(super().forward(x), 9, stride=1, padding=4)
+
+
+def _strokes_on_gradient(h=96, w=128):
+    img = np.zeros((h, w, 3), np.uint8)
+    img[...] = np.linspace(90, 160, w, dtype=np.uint8)[None, :, None]  # smooth ground: inpaintable
+    stroke = np.zeros((h, w), bool)
+    for y in (30, 50, 70):
+        stroke[y : y + 2, 20:108] = True  # thin text-like strokes
+    img[stroke] = (255, 0, 0)
+    return img, stroke
+
+
+def test_refinement_trims_blobby_detections_to_the_mark(cv2_inpainter):
+    img, stroke = _strokes_on_gradient()
+    prob = OptimizedWatermarkPredictor(BlobbyDetector(), OptimizationConfig()).predict_proba([img])[0]
+    blob = prob > 0.5
+    assert blob.sum() > 3 * stroke.sum()  # the detector really is blobby
+
+    def iou(m):
+        return (m & stroke).sum() / (m | stroke).sum()
+
+    eng = _engine(BlobbyDetector(), cv2_inpainter, refine_diff=0, max_iterations=1)
+    _, unrefined, _ = eng.repair_image(img, prob)
+    eng = _engine(BlobbyDetector(), cv2_inpainter, refine_diff=16, max_iterations=1)
+    out, refined, _ = eng.repair_image(img, prob)
+    assert iou(unrefined) < 0.35 and iou(refined) > 0.9
+    assert out[stroke][:, 1].mean() > 60  # the mark is still painted over
+    far = ~dilate(refined, 0.05)
+    assert (out[far] == img[far]).all()  # ground the blob caught comes back bit for bit
+
+
+def test_refine_by_change_keeps_only_changed_pixels():
+    before = np.full((20, 20, 3), 100, np.uint8)
+    painted = before.copy()
+    painted[5:8, 5:15] = 180  # inpainting changed these a lot
+    painted[12:15, 5:15] = 110  # and these only a little
+    det = np.zeros((20, 20), bool)
+    det[3:17, 3:17] = True
+    out, keep = refine_by_change(before, painted, det, 16, 0.0)
+    assert keep.sum() == 30 and keep[5:8, 5:15].all()
+    assert (out[12:15, 5:15] == 100).all()  # small changes undone
+    out, keep = refine_by_change(before, painted, det, 0, 0.0)
+    assert (keep == det).all() and out is painted  # 0 = off

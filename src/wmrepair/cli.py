@@ -40,11 +40,20 @@ def _fraction(s: str) -> float:
     return v
 
 
+def _grey(s: str) -> float:
+    v = float(s)
+    if not 0 <= v <= 255:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 255 grey levels, got {s}")
+    return v
+
+
 # ---- subcommands -----------------------------------------------------------
 def cmd_synth(a: argparse.Namespace) -> int:
+    from wmrepair.hardware import usable_cpus
     from wmrepair.synth import SynthConfig, synthesize
 
-    meta = synthesize(a.out, SynthConfig(seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test))
+    meta = synthesize(a.out, SynthConfig(seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test),
+                      workers=usable_cpus())
     print(json.dumps(meta["counts"]))
     return 0
 
@@ -121,6 +130,8 @@ def cmd_repair(a: argparse.Namespace) -> int:
         rc.threshold = a.threshold
     if a.mask_threshold is not None:
         rc.mask_threshold = a.mask_threshold
+    if a.refine_diff is not None:
+        rc.refine_diff = a.refine_diff
     pc = PredictConfig(max_side=a.max_side, flip_tta=not a.no_tta)
     if not optimized:
         log.info("optimised path off: fp32, NCHW (add --optimize or --fast for the fast path)")
@@ -259,7 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pause-interval", type=_positive_int, help="memory cleanup every N images")
     s.add_argument("--max-iterations", type=int, help="inpaint rounds per image (default 2)")
     s.add_argument("--threshold", type=_fraction, help="iterate while the residual mask fraction exceeds this (default 0.001)")
-    s.add_argument("--mask-threshold", type=_fraction, help="probability above which a pixel is watermark (default 0.65)")
+    s.add_argument("--mask-threshold", type=_fraction, help="probability above which a pixel is watermark (default 0.5)")
+    s.add_argument("--refine-diff", type=_grey, metavar="LEVELS",
+                   help="after inpainting, keep as watermark only detected pixels that changed by more than this "
+                        "(0-255; default 16; 0 keeps the detector's mask as it is)")
     s.add_argument("--max-side", type=int, default=384, help="detect at this long side, 0 = native (default 384)")
     s.add_argument("--no-tta", action="store_true", help="skip mirrored-tile averaging (faster detection)")
     s.add_argument("--save-masks", metavar="DIR", help="write <rel>.mask.png for each image under DIR")

@@ -39,9 +39,8 @@ class PredictConfig:
     max_side: int = 384  # detect at this long side (0 = native resolution); matches the training scale
     buckets: list[int] = field(default_factory=lambda: [256, 384, 512])  # tile sides
     overlap: int = 32  # tile overlap in pixels, blended
-    # Probability above which `predict_masks` calls a pixel watermark (0.5: best mask IoU).
-    # Repair paints with its own `RepairConfig.mask_threshold` (0.65: best PSNR, fewer
-    # false positives painted over); the two answer different questions.
+    # Probability above which `predict_masks` calls a pixel watermark. Repair thresholds
+    # with `RepairConfig.mask_threshold` and then trims by `refine_diff`.
     threshold: float = 0.5
     flip_tta: bool = True  # also predict the mirrored tiles and average (2x detection cost, +0.2 dB PSNR)
 

@@ -38,11 +38,15 @@ MANIFEST_FIELDS = ["input", "output", "status", "error", "mask_fraction", "itera
 
 @dataclass
 class RepairConfig:
-    mask_threshold: float = 0.65  # probability above which a pixel is watermark (0.65 measured best PSNR)
+    mask_threshold: float = 0.5  # probability above which a pixel is watermark
     threshold: float = 0.001  # iterate while the residual mask fraction exceeds this
     max_iterations: int = 2
     min_component: float = 2e-5  # drop detected blobs smaller than this fraction of the image
     dilation: float = 0.002  # dilation radius as a fraction of the long side (min 2 px)
+    # After inpainting, a detected pixel counts as watermark only if inpainting changed it by
+    # more than this many grey levels (any channel); the others get their own pixels back.
+    # Trims the detector's blobby strokes to the mark itself (0 = off).
+    refine_diff: float = 16.0
     jpeg_quality: int = 95
     skip_existing: bool = True
     group_size: int = 8  # images detected together (tiles batched across them)
@@ -111,6 +115,23 @@ def dilate(mask: np.ndarray, fraction: float) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), k) > 0
 
 
+def refine_by_change(before: np.ndarray, painted: np.ndarray, det: np.ndarray, min_diff: float,
+                     dilation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keep only detected pixels that inpainting changed by more than `min_diff`; returns (pixels, mask).
+
+    Inpainting fills a detected blob from its surroundings, so background caught
+    inside the blob comes back about as it was while the mark's strokes do not.
+    Pixels outside the (dilated) kept mask get their original values back: exact
+    instead of an estimate. On textured ground every pixel changes and nothing is
+    trimmed, which errs towards painting too much rather than leaving a mark.
+    """
+    if min_diff <= 0 or not det.any():
+        return painted, det
+    changed = cv2.absdiff(before, painted).max(axis=-1) > min_diff
+    keep = det & changed
+    return np.where(dilate(keep, dilation)[..., None], painted, before), keep
+
+
 @dataclass
 class _Item:
     src: Path
@@ -127,7 +148,8 @@ class _Pass:
 
     rgb: np.ndarray  # current pixels
     det: np.ndarray  # what the next pass paints
-    total: np.ndarray  # union of everything detected so far
+    total: np.ndarray  # union of what the passes so far found to be watermark
+    seen: np.ndarray  # union of what the detector flagged (leftovers are looked for near it)
     iterations: int = 0
 
 
@@ -174,7 +196,7 @@ class RepairEngine:
         for i, prob in enumerate(probs):
             try:
                 det = postprocess_mask(prob, c.mask_threshold, c.min_component)
-                live[i] = _Pass(rgbs[i], det, det.copy())
+                live[i] = _Pass(rgbs[i], det, np.zeros_like(det), det.copy())
             except Exception as exc:
                 out[i] = exc
         while live:
@@ -193,7 +215,10 @@ class RepairEngine:
                     out[i] = res
                     live.pop(i)
                 else:
-                    live[i].rgb, live[i].iterations = res, live[i].iterations + 1
+                    st = live[i]
+                    st.rgb, found = res
+                    st.total |= found
+                    st.iterations += 1
             again = [i for i in todo if i in live and live[i].iterations < c.max_iterations]
             probs_again, share = self._detect([live[i].rgb for i in again])
             for i, prob in zip(again, probs_again, strict=True):
@@ -205,13 +230,15 @@ class RepairEngine:
                 # Leftovers of a mark lie next to it: new detections far from the
                 # first mask are false positives that another pass would only damage.
                 st = live[i]
-                st.det = postprocess_mask(prob, c.mask_threshold, c.min_component) & dilate(st.total, 3 * c.dilation)
-                st.total |= st.det
+                st.det = postprocess_mask(prob, c.mask_threshold, c.min_component) & dilate(st.seen, 3 * c.dilation)
+                st.seen |= st.det
         return list(zip(out, spent, strict=True))
 
-    def _inpaint_pass(self, st: _Pass) -> np.ndarray:
+    def _inpaint_pass(self, st: _Pass) -> tuple[np.ndarray, np.ndarray]:
+        """Inpaint `st.det`; returns (new pixels, the part of `st.det` that is watermark)."""
         with self.analyzer.profile("inpaint"):
-            return self.inpaint(st.rgb, dilate(st.det, self.cfg.dilation))
+            painted = self.inpaint(st.rgb, dilate(st.det, self.cfg.dilation))
+        return refine_by_change(st.rgb, painted, st.det, self.cfg.refine_diff, self.cfg.dilation)
 
     # ---- folders ---------------------------------------------------------
     def run(self, input_root: str | Path, output_root: str | Path, rels: list[Path] | None = None,

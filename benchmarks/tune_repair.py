@@ -1,0 +1,65 @@
+"""Score repair settings on a dev split: the real engine, then mask IoU and PSNR.
+
+    python benchmarks/tune_repair.py MODEL OUT_DIR 'mask_threshold=0.5 refine_diff=16' 'refine_diff=0' ...
+
+The dev split (made once under OUT_DIR/data/dev) has the test split's image
+sizes but the training words and fonts and its own seeds, so repair and
+predict settings can be chosen without looking at the test split. Each
+argument is one setting: space-separated `field=value` pairs of RepairConfig
+or PredictConfig. One line per setting; JSON in OUT_DIR/tune.json.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from wmrepair.evaluate import evaluate
+from wmrepair.predict import PredictConfig
+from wmrepair.repair import RepairConfig, build_engine
+from wmrepair.settings import DEFAULT_CONFIG, Settings
+from wmrepair.synth import SynthConfig, synthesize
+
+
+def settings_from(spec: str) -> tuple[PredictConfig, RepairConfig, dict]:
+    """config.yaml's predict/repair/inpaint sections, then the overrides in `spec`."""
+    s = Settings.from_yaml(DEFAULT_CONFIG)
+    pc, rc = s.predict, s.repair
+    rc.skip_existing = False
+    for kv in spec.split():
+        key, value = kv.split("=", 1)
+        target = pc if hasattr(pc, key) else rc
+        if not hasattr(target, key):
+            raise SystemExit(f"unknown setting {key!r}")
+        setattr(target, key, yaml.safe_load(value))
+    return pc, rc, s.inpaint
+
+
+def main(model: str, out: str, specs: list[str]) -> None:
+    root = Path(out)
+    dev = root / "data" / "dev"
+    if not dev.is_dir():
+        synthesize(root / "data", SynthConfig(n_train=0, n_val=0, n_test=0, n_dev=48), progress=False)
+    results = []
+    for n, spec in enumerate(specs):
+        pc, rc, inpaint = settings_from(spec)
+        run = root / f"run{n}"
+        t0 = time.time()
+        engine = build_engine(model, None, pc, rc, inpaint)
+        engine.run(dev / "watermarked", run / "images", manifest=run / "manifest.csv", masks_dir=run / "masks",
+                   progress=False)
+        seconds = time.time() - t0
+        m = evaluate(run / "manifest.csv", dev / "watermarked", dev / "clean", dev / "masks", run / "masks")
+        results.append({"setting": spec, "seconds": seconds, **m})
+        print(f"{spec or '(config.yaml)':45s} mask IoU {m['mask_iou']:.3f} (per image {m['mask_iou_mean_per_image']:.3f})"
+              f"  PSNR {m['psnr_input']:.2f} -> {m['psnr_output']:.2f} dB  SSIM {m['ssim_output']:.3f}  {seconds:.0f} s",
+              flush=True)
+    (root / "tune.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
+    main(sys.argv[1], sys.argv[2], sys.argv[3:] or [""])
