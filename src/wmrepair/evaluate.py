@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pandas as pd
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from wmrepair.hardware import usable_cpus
 from wmrepair.imageio import list_images, read_image, read_mask
 from wmrepair.losses import confusion, iou_f1
 
@@ -37,25 +39,30 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
     rows = pd.read_csv(manifest, keep_default_na=False)
     input_root = Path(input_root)
     cleans, masks = _by_stem(clean_dir), _by_stem(mask_dir)
-    per, counts = [], np.zeros(3, np.int64)
-    for r in rows.itertuples():
+
+    def score(r: Any) -> tuple[dict[str, Any], np.ndarray]:
         rel = Path(r.input).relative_to(input_root) if Path(r.input).is_relative_to(input_root) else Path(r.input).name
         stem = str(Path(rel).with_suffix(""))
         rec: dict[str, Any] = {"input": r.input, "status": r.status}
+        c = np.zeros(3, np.int64)
         if r.status in ("ok", "skipped") and Path(r.output).exists():
             clean = cleans.get(stem)
             if clean is not None:
-                c = read_image(clean).rgb
+                cl = read_image(clean).rgb
                 i, o = read_image(r.input).rgb, read_image(r.output).rgb
-                rec.update(psnr_input=psnr(i, c), psnr_output=psnr(o, c), ssim_input=ssim(i, c), ssim_output=ssim(o, c))
+                rec.update(psnr_input=psnr(i, cl), psnr_output=psnr(o, cl), ssim_input=ssim(i, cl), ssim_output=ssim(o, cl))
             gt = masks.get(stem)
             pm = Path(pred_masks_dir) / f"{rel}.mask.png" if pred_masks_dir else None
             if gt is not None and pm is not None and pm.exists():
-                g, p = read_mask(gt), read_mask(pm)
-                c = confusion(torch.from_numpy(p), torch.from_numpy(g)).numpy()
-                counts += c
+                c = confusion(torch.from_numpy(read_mask(pm)), torch.from_numpy(read_mask(gt))).numpy()
                 rec["mask_iou"], rec["mask_f1"] = iou_f1(c)
-        per.append(rec)
+        return rec, c
+
+    # SSIM/PSNR are numpy/scipy work that releases the GIL: threads use every core.
+    with ThreadPoolExecutor(usable_cpus()) as pool:
+        scored = list(pool.map(score, rows.itertuples()))
+    per = [rec for rec, _ in scored]
+    counts = sum((c for _, c in scored), np.zeros(3, np.int64))
     df = pd.DataFrame(per)
 
     def mean(col: str) -> float | None:
