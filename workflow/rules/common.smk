@@ -44,18 +44,18 @@ def _validate_config():
 _validate_config()
 
 
-def job_threads(on_cluster=8):
-    """Threads of the heavy jobs (synthesize, train, repair_chunk): every core of --cores locally.
+def job_threads():
+    """Threads of the heavy jobs (train, repair_chunk): every core of --cores when run locally.
 
-    Cluster executors (--profile profiles/slurm) leave --cores unset; there a
-    job asks for `on_cluster` CPUs, or what the profile's `set-threads` says.
+    Cluster executors (--profile profiles/slurm) leave --cores unset; there each
+    job asks for 8 CPUs, or what the profile's `set-threads` says.
     """
     from snakemake.exceptions import WorkflowError
 
     try:
         return workflow.cores
     except WorkflowError:
-        return on_cluster
+        return 8
 
 RESULTS = config["results"]
 LOGS = config["logs"]

@@ -8,7 +8,6 @@ rule synthesize_dataset:
     params:
         out=lambda wc, output: os.path.dirname(output.marker),
         synth=config["data"]["synth"],
-    threads: job_threads(on_cluster=1)  # a one-off: not worth a bigger allocation
     conda:
         "../envs/wmrepair.yaml"
     script:
