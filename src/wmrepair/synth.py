@@ -306,17 +306,12 @@ def synthesize(out_dir: str | Path, config: SynthConfig | None = None, progress:
         SplitPlan("dev", cfg.n_dev, TRAIN_WORDS, TRAIN_FONTS, cfg.test_sizes),
     ]
     jobs = [(out, cfg, plan, split_id, i) for split_id, plan in enumerate(plans) for i in range(plan.count)]
-    with tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress) as bar:
-        if workers > 1:
-            _backgrounds()  # load the shared photos once, before threads could race to fill the list
-            with ThreadPoolExecutor(workers) as pool:
-                for f in as_completed([pool.submit(_write_sample, *job) for job in jobs]):
-                    f.result()
-                    bar.update()
-        else:
-            for job in jobs:
-                _write_sample(*job)
-                bar.update()
+    _backgrounds()  # load the shared photos once, before threads could race to fill the list
+    with tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress) as bar, \
+            ThreadPoolExecutor(max(1, workers)) as pool:
+        for f in as_completed([pool.submit(_write_sample, *job) for job in jobs]):
+            f.result()
+            bar.update()
     counts = {p.name: p.count for p in plans if p.count or p.name != "dev"}
     meta = {"config": asdict(cfg), "counts": counts}
     (out / "synth.json").write_text(json.dumps(meta, indent=2))
