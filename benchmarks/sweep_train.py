@@ -27,6 +27,7 @@ from wmrepair.config import OptimizationConfig
 from wmrepair.imageio import list_images, read_image, read_mask
 from wmrepair.losses import confusion, iou_f1
 from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig
+from wmrepair.settings import DEFAULT_CONFIG
 from wmrepair.synth import SynthConfig, synthesize
 from wmrepair.train import TrainConfig, train_from_cache
 
@@ -50,7 +51,7 @@ def main(out: str, variants: list[dict]) -> None:
         c, _ = build_cache(root / "data" / split, root / "cache" / split, size=256, progress=False)
         c.write_index(root / "cache" / split / "index.json")
     results = []
-    base = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())["train"]
+    base = yaml.safe_load(DEFAULT_CONFIG.read_text())["train"]
     base |= {"patience": 0, "time_budget_s": None}
     for v in variants:
         v = dict(v)

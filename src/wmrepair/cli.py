@@ -33,18 +33,18 @@ def _positive_int(s: str) -> int:
     return v
 
 
-def _fraction(s: str) -> float:
-    v = float(s)
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {s}")
-    return v
+def _number_in(lo: float, hi: float, unit: str = ""):
+    """An argparse type: a number from lo to hi."""
+    def number(s: str) -> float:
+        v = float(s)
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}{unit}, got {s}")
+        return v
+    return number
 
 
-def _grey(s: str) -> float:
-    v = float(s)
-    if not 0 <= v <= 255:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 255 grey levels, got {s}")
-    return v
+_fraction = _number_in(0, 1)
+_grey = _number_in(0, 255, " grey levels")
 
 
 # ---- subcommands -----------------------------------------------------------
