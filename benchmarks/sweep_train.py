@@ -1,11 +1,12 @@
-"""Compare training settings at a fixed sample budget (val IoU per epoch), e.g. on a lent GPU.
+"""Compare training settings (val IoU per epoch, then the real repair on dev and test), e.g. on a lent GPU.
 
     python benchmarks/sweep_train.py OUT_DIR '[{"name": "base"}, {"name": "lr1e-2", "lr": 0.01}]'
 
-Synthesises the default dataset, caches it once, then trains each variant from
-the same seed and scores its best checkpoint on the test split the way the
-workflow does (detect at `predict.max_side`, mask IoU at full resolution over
-all test pixels). Results (JSON) go to OUT_DIR/sweep.json and
+Synthesises the default dataset plus the dev split, caches it once, then trains
+each variant from the same seed and repairs the dev and test splits with its
+best checkpoint and config.yaml's predict/repair/inpaint settings (the real
+engine, as the workflow runs it): mask IoU over all pixels and PSNR gain. Choose
+on dev; test is for reporting. Results (JSON) go to OUT_DIR/sweep.json and
 OUT_DIR/runs/<name>/result.json; one line per variant. Variants start from the
 default config's `train` section. To use many cores (or one GPU) for several
 variants at once, run one process per variant on the same OUT_DIR after a first
@@ -17,36 +18,22 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 import yaml
+from tune_repair import score
 
 from wmrepair.cache import build_cache
 from wmrepair.checkpoints import select_best
 from wmrepair.config import OptimizationConfig
-from wmrepair.imageio import list_images, read_image, read_mask
-from wmrepair.losses import confusion, iou_f1
-from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig
+from wmrepair.hardware import usable_cpus
 from wmrepair.settings import DEFAULT_CONFIG
 from wmrepair.synth import SynthConfig, synthesize
 from wmrepair.train import TrainConfig, train_from_cache
 
 
-def test_iou(model: Path, test_dir: Path, threshold: float = 0.5) -> float:
-    """Pixel IoU over the whole test split (the figure `evaluate` reports, before repair dilation)."""
-    counts = np.zeros(3, np.int64)
-    with OptimizedWatermarkPredictor(model, predict_config=PredictConfig(threshold=threshold)) as pred:
-        for rel in list_images(test_dir / "watermarked"):
-            g = read_mask(test_dir / "masks" / rel.with_suffix(".png"))
-            p = pred.predict_masks([read_image(test_dir / "watermarked" / rel).rgb])[0]
-            counts += confusion(torch.from_numpy(p), torch.from_numpy(g)).numpy()
-    return iou_f1(counts.tolist())[0]
-
-
 def main(out: str, variants: list[dict]) -> None:
     root = Path(out)
     if not (root / "data/synth.json").exists():
-        synthesize(root / "data", SynthConfig(), progress=False)
+        synthesize(root / "data", SynthConfig(n_dev=48), progress=False, workers=usable_cpus())
     for split in ("train", "val"):
         c, _ = build_cache(root / "data" / split, root / "cache" / split, size=256, progress=False)
         c.write_index(root / "cache" / split / "index.json")
@@ -63,13 +50,15 @@ def main(out: str, variants: list[dict]) -> None:
                              cfg, OptimizationConfig())
         hist = (root / "runs" / name / "history.csv").read_text().splitlines()[1:]
         curve = [round(float(line.split(",")[3]), 3) for line in hist]
+        train_s = time.time() - t0
         best, _ = select_best(root / "runs" / name / "checkpoints")
-        tiou = test_iou(best, root / "data" / "test")
-        results.append({"name": name, "overrides": v, "curve": curve, "best": max(curve), "test_iou": tiou,
-                        "samples_per_s": s["median_samples_per_s"], "seconds": time.time() - t0})
+        repair = {split: score(best, root / "data" / split, root / "runs" / name / split) for split in ("dev", "test")}
+        results.append({"name": name, "overrides": v, "curve": curve, "best": max(curve), "train_s": train_s,
+                        "samples_per_s": s["median_samples_per_s"], "repair": repair})
         (root / "runs" / name / "result.json").write_text(json.dumps(results[-1], indent=1))
-        print(f"{name:14s} test {tiou:.3f} best {max(curve):.3f} last {curve[-1]:.3f} "
-              f"{s['median_samples_per_s']:.0f} samples/s {time.time() - t0:.0f}s curve {curve}", flush=True)
+        figures = "  ".join(f"{k} IoU {m['mask_iou']:.3f} PSNR {m['psnr_gain_db']:+.2f} dB" for k, m in repair.items())
+        print(f"{name:14s} {figures}  val best {max(curve):.3f} last {curve[-1]:.3f}  "
+              f"{s['median_samples_per_s']:.0f} samples/s, trained in {train_s:.0f} s", flush=True)
     if results:
         (root / "sweep.json").write_text(json.dumps(results, indent=1))
 

@@ -37,6 +37,19 @@ def settings_from(spec: str) -> tuple[PredictConfig, RepairConfig, dict]:
     return pc, rc, s.inpaint
 
 
+def score(model: str | Path, split: Path, run: Path, spec: str = "") -> dict:
+    """Repair `split`/watermarked with the real engine and `spec`'s settings into `run`; evaluate against it."""
+    pc, rc, inpaint = settings_from(spec)
+    t0 = time.time()
+    engine = build_engine(model, None, pc, rc, inpaint)
+    engine.run(split / "watermarked", run / "images", manifest=run / "manifest.csv", masks_dir=run / "masks",
+               progress=False)
+    seconds = time.time() - t0
+    m = evaluate(run / "manifest.csv", split / "watermarked", split / "clean", split / "masks", run / "masks",
+                 run / "per_image.csv")
+    return {"setting": spec, "seconds": seconds, **m}
+
+
 def main(model: str, out: str, specs: list[str]) -> None:
     root = Path(out)
     dev = root / "data" / "dev"
@@ -44,18 +57,11 @@ def main(model: str, out: str, specs: list[str]) -> None:
         synthesize(root / "data", SynthConfig(n_train=0, n_val=0, n_test=0, n_dev=48), progress=False)
     results = []
     for n, spec in enumerate(specs):
-        pc, rc, inpaint = settings_from(spec)
-        run = root / f"run{n}"
-        t0 = time.time()
-        engine = build_engine(model, None, pc, rc, inpaint)
-        engine.run(dev / "watermarked", run / "images", manifest=run / "manifest.csv", masks_dir=run / "masks",
-                   progress=False)
-        seconds = time.time() - t0
-        m = evaluate(run / "manifest.csv", dev / "watermarked", dev / "clean", dev / "masks", run / "masks")
-        results.append({"setting": spec, "seconds": seconds, **m})
+        m = score(model, dev, root / f"run{n}", spec)
+        results.append(m)
         print(f"{spec or '(config.yaml)':45s} mask IoU {m['mask_iou']:.3f} (per image {m['mask_iou_mean_per_image']:.3f})"
-              f"  PSNR {m['psnr_input']:.2f} -> {m['psnr_output']:.2f} dB  SSIM {m['ssim_output']:.3f}  {seconds:.0f} s",
-              flush=True)
+              f"  PSNR {m['psnr_input']:.2f} -> {m['psnr_output']:.2f} dB  SSIM {m['ssim_output']:.3f}"
+              f"  {m['seconds']:.0f} s", flush=True)
     (root / "tune.json").write_text(json.dumps(results, indent=1))
 
 

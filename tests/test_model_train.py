@@ -8,31 +8,62 @@ from wmrepair.losses import confusion, dice_loss, iou_f1, segmentation_loss
 from wmrepair.model import UNet, UNetConfig
 from wmrepair.train import TrainConfig, lr_factor
 
+CLASSIC = {"skip": "concat", "decoder_convs": 2, "residual": False, "upsample": "transposed"}
 
-def test_unet_shapes():
-    m = UNet(UNetConfig(base_channels=4, depth=3)).eval()  # s2d: half-res body, full-res logits
+
+@pytest.mark.parametrize("arch", [{}, CLASSIC], ids=["light-decoder", "classic"])
+def test_unet_shapes(arch):
+    m = UNet(UNetConfig(base_channels=4, depth=3, **arch)).eval()  # s2d: half-res body, full-res logits
     assert m(torch.rand(2, 3, 64, 48)).shape == (2, 1, 64, 48)
     assert m.multiple == 16
-    plain = UNet(UNetConfig(base_channels=4, depth=3, s2d=False)).eval()
+    plain = UNet(UNetConfig(base_channels=4, depth=3, s2d=False, **arch)).eval()
     assert plain(torch.rand(2, 3, 64, 48)).shape == (2, 1, 64, 48)
     assert plain.multiple == 8
+
+
+def test_light_decoder_is_cheaper_than_the_classic_one():
+    """Adding skips and one decoder conv: fewer weights (and FLOPs) for the same encoder."""
+    light, classic = UNet(UNetConfig()), UNet(UNetConfig(**CLASSIC))
+    n = [sum(p.numel() for p in m.dec.parameters()) for m in (light, classic)]
+    assert n[0] < n[1] / 2  # c x c instead of 2c x c + c x c per level
+    assert isinstance(light.up[0][1], torch.nn.Upsample) and isinstance(classic.up[0], torch.nn.ConvTranspose2d)
+
+
+@pytest.mark.parametrize("field,value", [("skip", "sum"), ("upsample", "bilinear")])
+def test_unknown_architecture_names_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"model.{field} must be"):
+        UNet(UNetConfig(**{field: value}))
 
 
 def test_model_files_from_before_s2d_still_load(tmp_path):
     from wmrepair.checkpoints import atomic_save, load_model
 
-    old = UNet(UNetConfig(base_channels=4, depth=2, s2d=False))
+    old = UNet(UNetConfig(base_channels=4, depth=2, s2d=False, **CLASSIC))
     atomic_save({"state_dict": old.state_dict(), "meta": {"model": {"base_channels": 4, "depth": 2, "in_channels": 3}}},
                 tmp_path / "old.pt")
     m, _ = load_model(tmp_path / "old.pt")
-    assert m.config.s2d is False
+    assert m.config.s2d is False and m.config.skip == "concat" and m.config.upsample == "transposed"
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m(x), old.eval()(x))
 
 
-def test_inference_folding_keeps_the_function():
+def test_model_files_from_before_the_light_decoder_still_load(tmp_path):
+    from wmrepair.checkpoints import atomic_save, load_model
+
+    old = UNet(UNetConfig(base_channels=4, depth=2, **CLASSIC))
+    atomic_save({"state_dict": old.state_dict(),
+                 "meta": {"model": {"base_channels": 4, "depth": 2, "in_channels": 3, "s2d": True}}}, tmp_path / "old.pt")
+    m, _ = load_model(tmp_path / "old.pt")
+    assert m.config == UNetConfig(base_channels=4, depth=2, **CLASSIC)
+
+
+@pytest.mark.parametrize("arch", [{}, CLASSIC], ids=["light-decoder", "classic"])
+def test_inference_folding_keeps_the_function(arch):
     from wmrepair.model import fold_batchnorm, fold_space_to_depth
 
     torch.manual_seed(0)
-    m = UNet(UNetConfig(base_channels=4, depth=2))
+    m = UNet(UNetConfig(base_channels=4, depth=2, **arch))
     for _ in range(3):  # give BN non-trivial running statistics
         m(torch.rand(4, 3, 32, 32) * 3)
     m.eval()
@@ -43,7 +74,10 @@ def test_inference_folding_keeps_the_function():
         assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in folded.modules())
         assert torch.allclose(folded(x), ref, atol=1e-5)
         stem_conv = fold_space_to_depth(folded)
-        assert stem_conv.s2d_in_stem and stem_conv.stem[0].kernel_size == (6, 6)
+        first = stem_conv.stem.body[0] if m.config.residual else stem_conv.stem[0]
+        assert stem_conv.s2d_in_stem and first.kernel_size == (6, 6)
+        if m.config.residual:  # the shortcut's 1x1 conv on unshuffled input: a 2x2 stride-2 conv
+            assert stem_conv.stem.proj[0].kernel_size == (2, 2) and stem_conv.stem.proj[0].stride == (2, 2)
         assert torch.allclose(stem_conv(x), ref, atol=1e-5)
 
 

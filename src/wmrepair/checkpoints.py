@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from wmrepair.model import UNet, build_model, model_config_dict
+from wmrepair.model import LEGACY_FIELDS, UNet, build_model, model_config_dict
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -154,7 +154,7 @@ def load_model(path: str | Path) -> tuple[UNet, dict]:
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         ck = load(path)
-        model = build_model({"s2d": False, **ck["meta"]["model"]})  # files from before s2d existed had none
+        model = build_model({**LEGACY_FIELDS, **ck["meta"]["model"]})
         model.load_state_dict(ck["state_dict"])
     except (KeyError, RuntimeError, TypeError, EOFError, OSError) as exc:
         raise ValueError(f"{path} is not a wmrepair model checkpoint ({type(exc).__name__}: {exc})") from exc

@@ -23,17 +23,43 @@ class UNetConfig:
     # runs at half resolution, so the same compute sees 4x the image area (context is
     # what finds faint marks), while the output keeps full resolution.
     s2d: bool = True
+    # Session 5 ("light decoder"): the decoder adds each encoder skip to the
+    # up-sampled map (LinkNet style) instead of concatenating it, so its one 3x3 conv
+    # per level sees c channels, not 2c; up-sampling is a 1x1 conv at low resolution
+    # then nearest 2x (the 2x2 transposed conv's backward was ~10% of a training step
+    # on CPU); encoder blocks are residual. 1.4x the training samples/s of the classic
+    # UNet, spent on more epochs (docs/DEVNOTES.md, "Session 5").
+    skip: str = "add"  # "add" or "concat" (classic UNet)
+    decoder_convs: int = 1
+    residual: bool = True
+    upsample: str = "nearest"  # "nearest" or "transposed" (2x2 stride-2 conv)
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+# What a model file that lacks a field was built with (files from before the field existed).
+LEGACY_FIELDS = {"s2d": False, "skip": "concat", "decoder_convs": 2, "residual": False, "upsample": "transposed"}
+
+
+def _block(cin: int, cout: int, convs: int = 2, residual: bool = False) -> nn.Module:
+    """`convs` x (3x3 conv, BatchNorm, ReLU), the first mapping cin -> cout; optionally residual."""
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    if residual:
+        return _Residual(nn.Sequential(*layers[:-1]), cin, cout)
+    return nn.Sequential(*layers)
+
+
+class _Residual(nn.Module):
+    """ReLU(body(x) + shortcut(x)); the shortcut is a 1x1 conv + BN where the channel count changes."""
+
+    def __init__(self, body: nn.Sequential, cin: int, cout: int) -> None:
+        super().__init__()
+        self.body = body
+        self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.proj(x))
 
 
 class UNet(nn.Module):
@@ -43,12 +69,20 @@ class UNet(nn.Module):
         c, d = self.config.base_channels, self.config.depth
         chans = [c * 2**i for i in range(d + 1)]
         f = 2 if self.config.s2d else 1
-        self.stem = _block(self.config.in_channels * f * f, chans[0])
-        self.down = nn.ModuleList(_block(chans[i], chans[i + 1]) for i in range(d))
+        if self.config.skip not in ("concat", "add"):
+            raise ValueError(f"model.skip must be 'concat' or 'add', not {self.config.skip!r}")
+        if self.config.upsample not in ("transposed", "nearest"):
+            raise ValueError(f"model.upsample must be 'transposed' or 'nearest', not {self.config.upsample!r}")
+        r = self.config.residual
+        self.stem = _block(self.config.in_channels * f * f, chans[0], residual=r)
+        self.down = nn.ModuleList(_block(chans[i], chans[i + 1], residual=r) for i in range(d))
         self.up = nn.ModuleList(
-            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(d))
+            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) if self.config.upsample == "transposed"
+            else nn.Sequential(nn.Conv2d(chans[i + 1], chans[i], 1), nn.Upsample(scale_factor=2, mode="nearest"))
+            for i in reversed(range(d))
         )
-        self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(d)))
+        k = 2 if self.config.skip == "concat" else 1
+        self.dec = nn.ModuleList(_block(k * chans[i], chans[i], self.config.decoder_convs) for i in reversed(range(d)))
         self.head = nn.Conv2d(chans[0], f * f, 1)
         self.s2d_in_stem = False  # set by fold_space_to_depth (inference only)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
@@ -78,7 +112,8 @@ class UNet(nn.Module):
             skips.append(blk(F.max_pool2d(skips[-1], 2)))
         y = skips.pop()
         for up, dec in zip(self.up, self.dec, strict=True):
-            y = dec(torch.cat([up(y), skips.pop()], dim=1))
+            y = up(y)
+            y = dec(torch.cat([y, skips.pop()], dim=1) if self.config.skip == "concat" else y + skips.pop())
         return self.head(y)
 
 
@@ -117,24 +152,35 @@ def fold_space_to_depth(model: UNet) -> UNet:
     Unshuffled channel c*4 + i*2 + j at offset (dh, dw) is input pixel row
     2*dh + i, column 2*dw + j of a 6x6 window with stride 2; the zero padding of
     1 on the half-res grid is padding 2 on the input. Same function (to float
-    rounding), without the reshuffle pass, which is slow on channels_last.
+    rounding), without the reshuffle pass, which is slow on channels_last. A
+    residual stem's 1x1 shortcut becomes a 2x2 stride-2 conv the same way.
     """
     if not model.config.s2d or model.s2d_in_stem:
         return model
-    conv = model.stem[0]
-    cin = model.config.in_channels
+    if isinstance(model.stem, _Residual):
+        model.stem.body[0] = _unshuffled_to_strided(model.stem.body[0])
+        if isinstance(model.stem.proj, nn.Sequential):
+            model.stem.proj[0] = _unshuffled_to_strided(model.stem.proj[0])
+    else:
+        model.stem[0] = _unshuffled_to_strided(model.stem[0])
+    model.s2d_in_stem = True
+    return model
+
+
+def _unshuffled_to_strided(conv: nn.Conv2d) -> nn.Conv2d:
+    """A k x k conv (padding p) on 2x2-unshuffled input -> a 2k x 2k stride-2 conv (padding 2p) on the input."""
+    cin = conv.in_channels // 4
+    (k, _), (p, _) = conv.kernel_size, conv.padding
     w = conv.weight.detach()
-    w6 = w.new_zeros(conv.out_channels, cin, 6, 6)
+    w2 = w.new_zeros(conv.out_channels, cin, 2 * k, 2 * k)
     for c in range(cin):
         for i in range(2):
             for j in range(2):
-                w6[:, c, i::2, j::2] = w[:, c * 4 + i * 2 + j]
-    new = nn.Conv2d(cin, conv.out_channels, 6, stride=2, padding=2, bias=conv.bias is not None)
+                w2[:, c, i::2, j::2] = w[:, c * 4 + i * 2 + j]
+    new = nn.Conv2d(cin, conv.out_channels, 2 * k, stride=2, padding=2 * p, bias=conv.bias is not None)
     new = new.to(device=w.device, dtype=w.dtype).train(conv.training)
     with torch.no_grad():
-        new.weight.copy_(w6)
+        new.weight.copy_(w2)
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
-    model.stem[0] = new
-    model.s2d_in_stem = True
-    return model
+    return new
