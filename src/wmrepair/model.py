@@ -23,12 +23,12 @@ class UNetConfig:
     # runs at half resolution, so the same compute sees 4x the image area (context is
     # what finds faint marks), while the output keeps full resolution.
     s2d: bool = True
-    # Session 5 ("light decoder"): the decoder adds each encoder skip to the
-    # up-sampled map (LinkNet style) instead of concatenating it, so its one 3x3 conv
-    # per level sees c channels, not 2c; up-sampling is a 1x1 conv at low resolution
-    # then nearest 2x (the 2x2 transposed conv's backward was ~10% of a training step
-    # on CPU); encoder blocks are residual. 1.4x the training samples/s of the classic
-    # UNet, spent on more epochs (docs/DEVNOTES.md, "Session 5").
+    # Light decoder: each encoder skip is added to the up-sampled map (LinkNet style)
+    # instead of concatenated, so the decoder's one 3x3 conv per level reads c channels,
+    # not 2c; up-sampling is a 1x1 conv at low resolution, then nearest 2x (the 2x2
+    # transposed conv's backward was ~10% of a CPU training step); encoder blocks are
+    # residual. 1.4x the training samples/s of the classic UNet (concat, 2 decoder
+    # convs, transposed), and better models in the same time (docs/DEVNOTES.md).
     skip: str = "add"  # "add" or "concat" (classic UNet)
     decoder_convs: int = 1
     residual: bool = True
