@@ -98,6 +98,20 @@ def test_loss_and_metrics_on_known_tensors():
     assert iou_f1([0, 0, 0]) == (1.0, 1.0)
 
 
+def test_dice_is_pooled_over_the_batch_like_the_reported_iou():
+    """A large mark found and a 2-pixel mark missed: pooled Dice weighs them by pixels, per-image Dice 1:1."""
+    t = torch.zeros(2, 1, 16, 16)
+    t[0, 0, :8] = 1  # 128 mark pixels
+    t[1, 0, 0, :2] = 1  # 2 mark pixels
+    logits = torch.full_like(t, -50.0)
+    logits[0] = (t[0] * 2 - 1) * 50  # the large mark exactly, the small one not at all
+    eps = 1e-6
+    pooled = 1 - 2 * 128 / (128 + 130)
+    assert dice_loss(logits, t, eps=eps) == pytest.approx(pooled, abs=1e-4)
+    assert dice_loss(logits, t, eps=eps, per_image=True) == pytest.approx(0.5, abs=1e-4)  # (0 + 1) / 2
+    assert dice_loss(logits[:1], t[:1], eps=eps) == pytest.approx(dice_loss(logits[:1], t[:1], eps=eps, per_image=True))
+
+
 def test_early_stopping_on_scripted_sequence():
     es = EarlyStopping(patience=2, min_delta=0.01)
     seq = [0.5, 0.6, 0.605, 0.61, 0.62]  # +0.005, +0.01 are not > min_delta
