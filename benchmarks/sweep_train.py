@@ -24,7 +24,6 @@ from tune_repair import score
 from wmrepair.cache import build_cache
 from wmrepair.checkpoints import select_best
 from wmrepair.config import OptimizationConfig
-from wmrepair.hardware import usable_cpus
 from wmrepair.settings import DEFAULT_CONFIG
 from wmrepair.synth import SynthConfig, synthesize
 from wmrepair.train import TrainConfig, train_from_cache
@@ -33,7 +32,7 @@ from wmrepair.train import TrainConfig, train_from_cache
 def main(out: str, variants: list[dict]) -> None:
     root = Path(out)
     if not (root / "data/synth.json").exists():
-        synthesize(root / "data", SynthConfig(n_dev=48), progress=False, workers=usable_cpus())
+        synthesize(root / "data", SynthConfig(n_dev=48), progress=False)
     for split in ("train", "val"):
         c, _ = build_cache(root / "data" / split, root / "cache" / split, size=256, progress=False)
         c.write_index(root / "cache" / split / "index.json")

@@ -17,7 +17,7 @@ def _digest(root):
 
 def test_synth_is_deterministic_and_complete(tmp_path):
     cfg = SynthConfig(seed=3, n_train=6, n_val=2, n_test=4, test_sizes=[(320, 240), (1100, 800)])
-    synthesize(tmp_path / "a", cfg, progress=False)
+    synthesize(tmp_path / "a", cfg, progress=False, workers=1)
     synthesize(tmp_path / "b", cfg, progress=False, workers=3)  # threads: the same files
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     for split, n in (("train", 6), ("val", 2), ("test", 4)):

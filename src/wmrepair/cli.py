@@ -49,11 +49,9 @@ _grey = _number_in(0, 255, " grey levels")
 
 # ---- subcommands -----------------------------------------------------------
 def cmd_synth(a: argparse.Namespace) -> int:
-    from wmrepair.hardware import usable_cpus
     from wmrepair.synth import SynthConfig, synthesize
 
-    meta = synthesize(a.out, SynthConfig(seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test),
-                      workers=usable_cpus())
+    meta = synthesize(a.out, SynthConfig(seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test))
     print(json.dumps(meta["counts"]))
     return 0
 

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tqdm import tqdm
 
+from wmrepair.hardware import usable_cpus
 from wmrepair.imageio import atomic_write_bytes, encode_image, write_mask
 
 TRAIN_WORDS = ["SAMPLE", "PREVIEW", "stock", "Photo", "COPYRIGHT", "draft", "(c) 2024",
@@ -289,13 +290,14 @@ def _write_sample(out: Path, cfg: SynthConfig, plan: SplitPlan, split_id: int, i
 
 
 def synthesize(out_dir: str | Path, config: SynthConfig | None = None, progress: bool = True,
-               workers: int = 1) -> dict:
+               workers: int | None = None) -> dict:
     """Write `<out>/<split>/{watermarked,clean,masks}/` for train/val/test (and dev); returns counts.
 
     `dev` (only with `n_dev` > 0) looks like test (same image sizes) but uses the
     training words and fonts: it is for tuning inference settings, so that the
-    test split stays unseen. `workers` > 1 draws images on that many threads
-    (numpy and Pillow release the GIL; the same files: every image has its own seeds).
+    test split stays unseen. Images are drawn on `workers` threads (default: every
+    usable core; numpy and Pillow release the GIL; the same files for any count:
+    every image has its own seeds).
     """
     cfg = config or SynthConfig()
     out = Path(out_dir)
@@ -308,7 +310,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig | None = None, progress:
     jobs = [(out, cfg, plan, split_id, i) for split_id, plan in enumerate(plans) for i in range(plan.count)]
     _backgrounds()  # load the shared photos once, before threads could race to fill the list
     with tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress) as bar, \
-            ThreadPoolExecutor(max(1, workers)) as pool:
+            ThreadPoolExecutor(max(1, workers or usable_cpus())) as pool:
         for f in as_completed([pool.submit(_write_sample, *job) for job in jobs]):
             f.result()
             bar.update()
