@@ -93,3 +93,21 @@ def test_int8_inference_only_on_cpu():
     on_cpu = adapt_to_hardware(agg, CPU_BF16)
     assert on_cpu.model.int8 and any("int8 inference on" in d for d in on_cpu.decisions)
     assert not adapt_to_hardware(OptimizationConfig(), CPU_BF16).model.int8  # balanced stays bf16
+
+
+def test_long_training_overlay_merges_onto_the_default():
+    """config/long-training.yaml changes only the training length; Snakemake merges it key by key."""
+    import jsonschema
+    import yaml
+    from snakemake.utils import update_config
+
+    from wmrepair.settings import DEFAULT_CONFIG, Settings
+
+    root = DEFAULT_CONFIG.parent
+    base = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    update_config(cfg, yaml.safe_load((root / "long-training.yaml").read_text()))
+    jsonschema.validate(cfg, yaml.safe_load((root.parent / "workflow/schemas/config.schema.yaml").read_text()))
+    t = Settings.from_config(cfg).train
+    assert (t.epochs, t.patience) == (108, 0) and t.time_budget_s > 3 * base["train"]["time_budget_s"]
+    assert t.model == base["train"]["model"] and t.lr == base["train"]["lr"]

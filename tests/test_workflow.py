@@ -79,8 +79,10 @@ def test_every_stage_output(finished_run):
         assert out.suffix == src.suffix and out.name == src.name and out.exists()
     metrics = json.loads((r / "eval/metrics.json").read_text())
     assert metrics["n_images"] == 6 and "mask_iou" in metrics and metrics["psnr_input"] is not None
+    lo, hi = metrics["mask_iou_ci95"]
+    assert lo <= metrics["mask_iou"] <= hi
     html = (r / "report/report.html").read_text()
-    assert "wmrepair report" in html and 'id="n-images">6<' in html
+    assert "wmrepair report" in html and 'id="n-images">6<' in html and 'id="mask-iou-ci"' in html
     for rule in ("synthesize_dataset", "train", "select_checkpoint", "evaluate"):
         assert (finished_run / "logs" / rule).is_dir()
     assert (r / "benchmarks/train.tsv").exists()
