@@ -97,6 +97,8 @@ def test_int8_inference_only_on_cpu():
 
 def test_long_training_overlay_merges_onto_the_default():
     """config/long-training.yaml changes only the training length; Snakemake merges it key by key."""
+    import copy
+
     import jsonschema
     import yaml
     from snakemake.utils import update_config
@@ -105,7 +107,7 @@ def test_long_training_overlay_merges_onto_the_default():
 
     root = DEFAULT_CONFIG.parent
     base = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg = copy.deepcopy(base)
     update_config(cfg, yaml.safe_load((root / "long-training.yaml").read_text()))
     jsonschema.validate(cfg, yaml.safe_load((root.parent / "workflow/schemas/config.schema.yaml").read_text()))
     t = Settings.from_config(cfg).train

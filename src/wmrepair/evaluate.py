@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, channel_axis=-1, data_range=255))
 
 
-def bootstrap_ci(values: np.ndarray, statistic: Any, n_boot: int = 2000, seed: int = 0,
+def bootstrap_ci(values: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], n_boot: int = 2000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float] | None:
     """Percentile interval of `statistic` over images resampled with replacement.
 
@@ -50,7 +51,7 @@ def bootstrap_ci(values: np.ndarray, statistic: Any, n_boot: int = 2000, seed: i
 
 
 def pooled_iou(counts: np.ndarray) -> np.ndarray:
-    """IoU of [tp, fp, fn] counts summed over the second-to-last axis (1.0 where nothing to find)."""
+    """IoU of [tp, fp, fn] counts summed over the second-to-last axis: `losses.iou_f1`'s IoU for many sets at once."""
     tp, fp, fn = np.moveaxis(counts.sum(axis=-2), -1, 0).astype(np.float64)
     union = tp + fp + fn
     return np.where(union > 0, tp / np.maximum(union, 1), 1.0)
@@ -86,7 +87,9 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
     with ThreadPoolExecutor(usable_cpus()) as pool:
         scored = list(pool.map(score, rows.itertuples()))
     per = [rec for rec, _ in scored]
-    counts = sum((c for _, c in scored), np.zeros(3, np.int64))
+    # [tp, fp, fn] of each image with a ground-truth mask: their sum is the figure, the rows its interval.
+    image_counts = np.array([c for rec, c in scored if "mask_iou" in rec], np.int64).reshape(-1, 3)
+    counts = image_counts.sum(axis=0)
     df = pd.DataFrame(per)
 
     def mean(col: str) -> float | None:
@@ -109,8 +112,7 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
         out["psnr_gain_ci95_db"] = bootstrap_ci(gains.to_numpy(), lambda g: g.mean(axis=-1))
     if counts.sum():
         out["mask_iou"], out["mask_f1"] = iou_f1(counts.tolist())
-        scored_counts = np.array([c for rec, c in scored if "mask_iou" in rec], np.int64).reshape(-1, 3)
-        out["mask_iou_ci95"] = bootstrap_ci(scored_counts, pooled_iou)
+        out["mask_iou_ci95"] = bootstrap_ci(image_counts, pooled_iou)
     if per_image_csv:
         df.to_csv(per_image_csv, index=False)
     return out
