@@ -69,6 +69,23 @@ def test_dataset_reads_memmap_and_is_seeded(tmp_path):
     assert not (ds[1][0] == a[0]).all()  # a new epoch, new augmentation
 
 
+def test_progressive_side_shrinks_samples_and_keeps_masks_binary(tmp_path):
+    _pair(tmp_path / "d", "x0", 0, size=(64, 64))
+    build_cache(tmp_path / "d", tmp_path / "c", size=64)
+    ds = CachedDataset(tmp_path / "c", 64, augment=False)
+    full_img, full_mask = ds[0]
+    ds.set_side(32)
+    img, mask = ds[0]
+    assert img.shape == (32, 32, 3) and mask.shape == (1, 32, 32)
+    assert set(mask.unique().tolist()) <= {0, 1}
+    # Area averaging: a small pixel is mark where at least half of its 2x2 block was.
+    blocks = full_mask[0].reshape(32, 2, 32, 2).float().mean((1, 3))
+    assert torch.equal(mask[0].bool(), blocks >= 0.5)
+    assert (img.float() - full_img.reshape(32, 2, 32, 2, 3).float().mean((1, 3))).abs().max() <= 1
+    ds.set_side(None)
+    assert torch.equal(ds[0][0], full_img)
+
+
 def test_pairs_from_clean_and_errors(tmp_path):
     (tmp_path / "watermarked").mkdir()
     (tmp_path / "clean").mkdir()

@@ -111,5 +111,5 @@ def test_long_training_overlay_merges_onto_the_default():
     update_config(cfg, yaml.safe_load((root / "long-training.yaml").read_text()))
     jsonschema.validate(cfg, yaml.safe_load((root.parent / "workflow/schemas/config.schema.yaml").read_text()))
     t = Settings.from_config(cfg).train
-    assert (t.epochs, t.patience) == (108, 0) and t.time_budget_s > 3 * base["train"]["time_budget_s"]
+    assert (t.epochs, t.patience, t.progressive_fraction) == (108, 0, 0) and t.time_budget_s > 3 * base["train"]["time_budget_s"]
     assert t.model == base["train"]["model"] and t.lr == base["train"]["lr"]

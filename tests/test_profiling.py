@@ -68,3 +68,26 @@ def test_stage_advice_knows_what_is_already_on():
     a.record("inpaint", 5.0)
     a.note_settings(inpaint_model="cv2", inpaint_workers=2)
     assert "cv2 inpainting already runs 2 image(s) at once" in json.dumps(a.bottlenecks())
+
+
+def test_training_curves_shade_the_progressive_epochs(tmp_path):
+    """Epochs trained (and validated) on shrunk images get a grey band, so their low val IoU reads right."""
+    import base64
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from wmrepair.report import plot_history
+
+    def grey_pixels(sides: list[int]) -> int:
+        n = len(sides)
+        pd.DataFrame({"epoch": range(1, n + 1), "train_side": sides, "train_loss": np.linspace(1, 0.3, n),
+                      "val_loss": np.linspace(1, 0.4, n), "val_iou": np.linspace(0.1, 0.6, n),
+                      "val_f1": np.linspace(0.2, 0.7, n), "samples_per_s": [300.0] * n}).to_csv(tmp_path / "h.csv", index=False)
+        png = Image.open(io.BytesIO(base64.b64decode(plot_history(tmp_path / "h.csv")))).convert("RGB")
+        a = np.asarray(png).astype(int)
+        return int((np.abs(a - 230).max(-1) <= 2).sum())
+
+    assert grey_pixels([96] * 6 + [256] * 4) > 5000 > 20 * grey_pixels([256] * 10)  # (antialiased edges: a few)

@@ -12,8 +12,10 @@ import torch
 import yaml
 
 CONFIG = {
+    # Two progressive (32 px) epochs of four: the kill lands after the switch to 64 px, so the
+    # resumed run must pick the right side from the epoch number alone.
     "train": {"epochs": 4, "batch_size": 8, "crop": 64, "patience": 0, "top_k": 2, "seed": 1, "threads": 1,
-              "time_budget_s": None, "model": {"base_channels": 4, "depth": 2, "in_channels": 3}},
+              "time_budget_s": None, "progressive_fraction": 0.5, "progressive_size": 32, "model": {"base_channels": 4, "depth": 2, "in_channels": 3}},
     "optimization": {"level": "balanced"},
 }
 
@@ -62,6 +64,8 @@ def test_kill_and_resume_matches_uninterrupted(caches, tmp_path):
     assert resumed["epochs_run"] == ref_summary["epochs_run"] == 4
     assert resumed["final"]["val_iou"] == pytest.approx(ref_summary["final"]["val_iou"], abs=1e-6)
     assert resumed["final"]["train_loss"] == pytest.approx(ref_summary["final"]["train_loss"], rel=1e-5)
+    sides = [int(line.split(",")[1]) for line in (out / "history.csv").read_text().splitlines()[1:]]
+    assert sides == [32, 32, 64, 64]
 
 
 def test_finished_run_is_not_resumed(caches, tmp_path):
@@ -69,3 +73,32 @@ def test_finished_run_is_not_resumed(caches, tmp_path):
     subprocess.run(_cmd(caches, out), check=True, capture_output=True, timeout=600)
     subprocess.run(_cmd(caches, out), check=True, capture_output=True, timeout=600)
     assert json.loads((out / "summary.json").read_text())["resumed_from_epoch"] is None
+
+
+def test_small_side_epochs_do_not_count_towards_patience(caches, tmp_path):
+    """Validation runs at full size, so the progressive epochs score low: patience starts after them.
+
+    min_delta 1.0 makes every epoch after the first counted one 'no improvement',
+    so patience 1 stops two epochs after the progressive ones (not at epoch 2).
+    """
+    from wmrepair.config import OptimizationConfig
+    from wmrepair.train import TrainConfig, train_from_cache
+
+    cfg = TrainConfig.from_dict({**CONFIG["train"], "epochs": 6, "patience": 1, "min_delta": 1.0})  # 3 small
+    summary = train_from_cache(caches / "c/train/index.json", caches / "c/val/index.json", tmp_path, cfg,
+                               OptimizationConfig())
+    assert summary["stopped_early"] and summary["epochs_run"] == 5
+    assert {k["epoch"] for k in summary["checkpoints"]} == {4, 5}  # top_k 2, from the full-size epochs only
+    assert summary["best"]["epoch"] in (4, 5)
+
+
+@pytest.mark.parametrize(("change", "message"), [({"progressive_size": 36}, "progressive_size 36 must be a multiple of 8"),
+                                               ({"progressive_fraction": 1.0}, r"must be in \[0, 1\)")])
+def test_bad_progressive_settings_are_refused(caches, tmp_path, change, message):
+    from wmrepair.config import OptimizationConfig
+    from wmrepair.train import TrainConfig, train_from_cache
+
+    cfg = TrainConfig.from_dict({**CONFIG["train"], **change})
+    with pytest.raises(ValueError, match=message):
+        train_from_cache(caches / "c/train/index.json", caches / "c/val/index.json", tmp_path, cfg,
+                         OptimizationConfig())

@@ -82,12 +82,13 @@ class CheckpointManager:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
 
-    def save(self, epoch: int, metrics: dict[str, float], weights: dict, meta: dict, full_state: dict | None = None) -> Path | None:
-        """Save `weights` if they rank in the top k; always refresh `last.pt` with `full_state`."""
+    def save(self, epoch: int, metrics: dict[str, float], weights: dict, meta: dict, full_state: dict | None = None,
+             rank: bool = True) -> Path | None:
+        """Save `weights` if they rank in the top k (and `rank`); always refresh `last.pt` with `full_state`."""
         value = float(metrics[self.monitor])
         saved = None
         rank_ok = len(self.kept) < self.top_k or self._better(value, self.kept[-1]["value"])
-        if self.top_k > 0 and rank_ok:
+        if rank and self.top_k > 0 and rank_ok:
             saved = self.dir / f"epoch_{epoch:04d}.pt"
             atomic_save({"state_dict": weights, "meta": {**meta, "epoch": epoch, "metrics": metrics}}, saved)
             self.kept.append({"path": saved.name, "epoch": epoch, "value": value})

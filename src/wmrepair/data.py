@@ -67,9 +67,17 @@ class _Seeded(Dataset):
         self.seed = seed
         self.scale_range = scale_range
         self.epoch = 0
+        self.side: int | None = None  # shrink samples to this side (see `set_side`)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_side(self, side: int | None) -> None:
+        """Shrink samples larger than `side` to `side` x `side` after augmentation (None: as cropped).
+
+        For progressive resizing; see `TrainConfig.progressive_fraction`.
+        """
+        self.side = side
 
     def _sample(self, rgb: np.ndarray, mask: np.ndarray, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.augment:
@@ -78,6 +86,11 @@ class _Seeded(Dataset):
         elif self.crop and self.crop != mask.shape[0]:
             rgb = cv2.resize(np.asarray(rgb), (self.crop, self.crop), interpolation=cv2.INTER_AREA)
             mask = cv2.resize(np.asarray(mask, np.uint8), (self.crop, self.crop), interpolation=cv2.INTER_NEAREST)
+        if self.side and self.side < mask.shape[0]:
+            # Area averaging: the image shrinks like a large photo shrunk for detection,
+            # and a mask pixel stays mark where at least half of what it covers was.
+            rgb = cv2.resize(np.asarray(rgb), (self.side, self.side), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(np.asarray(mask, np.uint8), (self.side, self.side), interpolation=cv2.INTER_AREA)
         return to_tensors(np.asarray(rgb), np.asarray(mask))
 
 

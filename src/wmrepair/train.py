@@ -45,6 +45,11 @@ class TrainConfig:
     crop: int = 128  # training crop side (pixels)
     cache_size: int = 256  # cached image side
     scale_range: tuple[float, float] = (0.5, 1.0)
+    # Progressive resizing: the first `progressive_fraction` of the epochs train on samples
+    # shrunk to `progressive_size` (~3x the samples/s at 128 vs 256), the rest at `crop`.
+    # A fraction, so that changing `epochs` keeps the proportion.
+    progressive_fraction: float = 0.0
+    progressive_size: int = 128
     loss: str = "bce_dice"
     monitor: str = "val_iou"
     patience: int = 5  # 0 disables early stopping
@@ -177,6 +182,15 @@ class OptimizedTrainer:
             **kw,
         )
 
+    def small_epochs(self) -> int:
+        """How many leading epochs train at `progressive_size` (at least one epoch runs at full size)."""
+        c = self.cfg
+        if not 0 <= c.progressive_fraction < 1:
+            raise ValueError(f"train.progressive_fraction must be in [0, 1), got {c.progressive_fraction}")
+        if c.progressive_size >= c.crop:
+            return 0
+        return min(round(c.epochs * c.progressive_fraction), c.epochs - 1)
+
     def _resume_state(self) -> dict | None:
         last = self.ckpt_dir / "last.pt"
         if not last.exists():
@@ -196,6 +210,11 @@ class OptimizedTrainer:
         dev, amp, cl = self.device, oc.model.amp_dtype, oc.model.channels_last
         accum = max(1, oc.training.gradient_accumulation_steps)
         model = self.model.to(dev)
+        small_epochs = self.small_epochs()
+        multiple = getattr(model, "multiple", 1)
+        if small_epochs and cfg.progressive_size % multiple:
+            raise ValueError(f"train.progressive_size {cfg.progressive_size} must be a multiple of {multiple} "
+                             f"for this model (e.g. {max(multiple, cfg.progressive_size // multiple * multiple)})")
         if cl:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -230,6 +249,10 @@ class OptimizedTrainer:
         epoch = start_epoch - 1
         for epoch in range(start_epoch, cfg.epochs):
             train_ds.set_epoch(epoch) if hasattr(train_ds, "set_epoch") else None
+            small = epoch < small_epochs
+            for ds in (train_ds, val_ds):  # validate at the side trained on: comparable, and 4x cheaper
+                if hasattr(ds, "set_side"):
+                    ds.set_side(cfg.progressive_size if small else None)
             loader = self._loader(train_ds, True, epoch)
             model.train()
             t_epoch = time.perf_counter()
@@ -262,21 +285,24 @@ class OptimizedTrainer:
             epoch_s = time.perf_counter() - t_epoch
             with self.analyzer.profile("validate"):
                 metrics = validate(model, self._loader(val_ds, False, epoch), dev, amp, cl, cfg.loss)
-            row = {"epoch": epoch + 1, "train_loss": statistics.fmean(losses), **metrics,
+            row = {"epoch": epoch + 1, "train_side": int(x.shape[-1]), "train_loss": statistics.fmean(losses), **metrics,
                    "lr": sched.get_last_lr()[0], "samples_per_s": seen / epoch_s,
                    "data_wait_s": data_wait, "epoch_s": epoch_s}
             history.append(row)
             log.info("epoch %d: loss %.4f val_iou %.4f val_f1 %.4f (%.1f samples/s, data wait %.2fs)",
                      epoch + 1, row["train_loss"], row["val_iou"], row["val_f1"], row["samples_per_s"], data_wait)
-            stop = stopper.step(metrics[cfg.monitor])
-            over_budget = cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s
+            # Small-side epochs are scored at the small side: they neither count towards
+            # patience nor compete for the top-k, and the budget lets one full-size epoch run.
+            stop = not small and stopper.step(metrics[cfg.monitor])
+            over_budget = (not small and cfg.time_budget_s is not None
+                           and time.perf_counter() - t_start > cfg.time_budget_s)
             finished = stop or over_budget or epoch + 1 == cfg.epochs
             weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             full = {"model": weights, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict(), "early_stopping": stopper.state_dict(),
                     "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
                     "config_hash": self.hash, "finished": finished}
-            ckpts.save(epoch + 1, metrics, weights, meta, full)
+            ckpts.save(epoch + 1, metrics, weights, meta, full, rank=not small)
             self._write_history(history)
             if stop:
                 stopped_early = True
@@ -285,7 +311,8 @@ class OptimizedTrainer:
             if over_budget:
                 log.warning("time budget %.0fs reached after epoch %d: stopping", cfg.time_budget_s, epoch + 1)
                 break
-        best = max(history, key=lambda r: r[cfg.monitor] if stopper.mode == "max" else -r[cfg.monitor]) if history else {}
+        full_size = [r for r in history if r["epoch"] > small_epochs]
+        best = max(full_size, key=lambda r: r[cfg.monitor] if stopper.mode == "max" else -r[cfg.monitor]) if full_size else {}
         summary = {
             "epochs_run": len(history), "resumed_from_epoch": start_epoch if state is not None else None,
             "stopped_early": stopped_early, "best": best, "final": history[-1] if history else {},
