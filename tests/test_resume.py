@@ -76,7 +76,7 @@ def test_finished_run_is_not_resumed(caches, tmp_path):
 
 
 def test_small_side_epochs_do_not_count_towards_patience(caches, tmp_path):
-    """Validation runs at full size, so the progressive epochs score low: patience starts after them.
+    """Progressive epochs validate at their small side, not comparable with full size: patience starts after them.
 
     min_delta 1.0 makes every epoch after the first counted one 'no improvement',
     so patience 1 stops two epochs after the progressive ones (not at epoch 2).

@@ -45,7 +45,6 @@ def plot_history(history_csv: str | Path) -> str | None:
     ax[1].plot(h.epoch, h.val_iou, label="IoU")
     ax[1].plot(h.epoch, h.val_f1, label="F1")
     ax[1].set_title("validation")
-    ax[1].legend()
     ax[2].plot(h.epoch, h.samples_per_s)
     ax[2].set_title("samples/s")
     small = h[h.train_side < h.train_side.max()] if "train_side" in h else h.iloc[:0]
@@ -54,8 +53,7 @@ def plot_history(history_csv: str | Path) -> str | None:
         if len(small):  # progressive resizing: these epochs train and validate on shrunk images
             a.axvspan(small.epoch.min() - 0.5, small.epoch.max() + 0.5, color="0.9", zorder=0,
                       label=f"trained and validated at {int(small.train_side.min())} px")
-    if len(small):
-        ax[1].legend()
+    ax[1].legend()  # after the shading, so that it names the band too
     return _png(fig)
 
 
