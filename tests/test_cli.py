@@ -21,6 +21,10 @@ def test_help_explains():
     for flag in ("--optimize", "--batch-size", "--pause-interval", "--max-iterations", "--threshold",
                  "--fast", "--conservative", "--save-masks", "--manifest"):
         assert flag in p.stdout
+    from wmrepair.predict import PredictConfig
+
+    # The help names the library's default scales (written out: --help does not import torch).
+    assert f"default {','.join(f'{f:g}' for f in PredictConfig().scales)}" in " ".join(p.stdout.split())
     assert run("--help").returncode == 0
 
 
@@ -45,6 +49,10 @@ def test_user_mistakes_are_one_line_errors(tmp_path, tiny_model_file):
     p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
             "--threshold", "7")
     assert p.returncode == 2 and "between 0 and 1" in p.stderr
+    for bad in ("0.9,x", "0,1"):
+        p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
+                "--scales", bad)
+        assert p.returncode == 2 and "--scales" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_cli_repair_end_to_end(tmp_path, tiny_model_file):

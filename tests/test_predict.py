@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from conftest import make_image
 
@@ -101,3 +102,36 @@ def test_int8_model_tracks_fp32_and_is_used_at_aggressive():
     assert p.int8 and isinstance(p._fwd, Int8UNet)
     img = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     assert p.predict_proba([img])[0].shape == (64, 64)
+
+
+def test_scale_tta_passes_per_image_size():
+    p = OptimizedWatermarkPredictor(torch.nn.Identity(), OptimizationConfig(),
+                                    PredictConfig(max_side=384, scales=(0.917, 1.0, 1.083)))
+    assert p.sides_for((1200, 1600)) == [352, 384, 416]
+    assert p.sides_for((360, 400)) == [352, 384, 0]  # 416 >= the image's long side: native
+    assert p.sides_for((240, 320)) == [0]  # small images: one native pass, no extra cost
+    assert p.tiles_for((1200, 1600)) == 3  # one tile per pass
+    native = OptimizedWatermarkPredictor(torch.nn.Identity(), OptimizationConfig(), PredictConfig(max_side=0, scales=(0.5, 1)))
+    assert native.sides_for((3000, 4000)) == [0]  # max_side 0: native resolution only
+
+
+def test_scale_tta_averages_the_passes(colour_detector):
+    img = make_image(1200, 1600, seed=4)
+    sides = {352: 0.917, 384: 1.0, 416: 1.083}
+    single = [OptimizedWatermarkPredictor(colour_detector, OptimizationConfig(), PredictConfig(max_side=s, scales=(1.0,))).predict_proba([img])[0]
+              for s in sides]
+    multi = OptimizedWatermarkPredictor(colour_detector, OptimizationConfig(),
+                                        PredictConfig(max_side=384, scales=tuple(sides.values())))
+    small = make_image(200, 300, seed=5)
+    both = multi.predict_proba([img, small])
+    np.testing.assert_allclose(both[0], np.mean(single, 0), atol=1e-5)
+    np.testing.assert_allclose(both[1], multi.predict_proba([small])[0], atol=1e-5)
+    assert multi.tiles_run == 3 + 1 + 1  # three passes for the large image, one for the small, then one again
+    truth = (img == (255, 0, 0)).all(-1)
+    assert ((both[0] > 0.5) & truth).sum() / ((both[0] > 0.5) | truth).sum() > 0.9
+
+
+def test_scale_factors_are_checked():
+    for bad in [(), (0.0, 1.0), (1.0, 5.0)]:
+        with pytest.raises(ValueError, match="predict.scales"):
+            PredictConfig(scales=bad)

@@ -268,8 +268,8 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
     for level in ("conservative", "balanced", "aggressive"):
         opt = OptimizationConfig.from_level(level)
         try:
-            # No flip TTA: the same forward passes as the naive loop (TTA doubles them for quality).
-            p = OptimizedWatermarkPredictor(copy.deepcopy(model), opt, PredictConfig(flip_tta=False),
+            # No flip or scale TTA: the same forward passes as the naive loop (TTA multiplies them for quality).
+            p = OptimizedWatermarkPredictor(copy.deepcopy(model), opt, PredictConfig(flip_tta=False, scales=(1.0,)),
                                             optimized=level != "conservative")
             p.warmup()
             runners[level] = lambda p=p: p.predict_proba(images)

@@ -47,6 +47,17 @@ _fraction = _number_in(0, 1)
 _grey = _number_in(0, 255, " grey levels")
 
 
+def _factors(s: str) -> tuple[float, ...]:
+    """An argparse type: comma-separated scale factors, each in (0, 4]."""
+    try:
+        vals = tuple(float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be numbers separated by commas, e.g. 0.917,1,1.083; got {s}") from None
+    if any(not 0 < v <= 4 for v in vals):
+        raise argparse.ArgumentTypeError(f"each factor must be above 0 and at most 4, got {s}")
+    return vals
+
+
 # ---- subcommands -----------------------------------------------------------
 def cmd_synth(a: argparse.Namespace) -> int:
     from wmrepair.synth import SynthConfig, synthesize
@@ -130,7 +141,8 @@ def cmd_repair(a: argparse.Namespace) -> int:
         rc.mask_threshold = a.mask_threshold
     if a.refine_diff is not None:
         rc.refine_diff = a.refine_diff
-    pc = PredictConfig(max_side=a.max_side, flip_tta=not a.no_tta)
+    pc = PredictConfig(max_side=a.max_side, flip_tta=not a.no_tta,
+                       **({"scales": a.scales} if a.scales else {}))
     if not optimized:
         log.info("optimised path off: fp32, NCHW (add --optimize or --fast for the fast path)")
     engine = build_engine(a.model, opt, pc, rc, {"model": a.inpaint_model, "model_dir": a.model_dir},
@@ -274,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0-255; default 16; 0 keeps the detector's mask as it is)")
     s.add_argument("--max-side", type=int, default=384, help="detect at this long side, 0 = native (default 384)")
     s.add_argument("--no-tta", action="store_true", help="skip mirrored-tile averaging (faster detection)")
+    s.add_argument("--scales", type=_factors, metavar="F,F,...",
+                   help="detect at max-side times each factor and average the probabilities "
+                        "(default 0.917,1,1.083: long sides 352, 384, 416; 1 = one pass, fastest)")
     s.add_argument("--save-masks", metavar="DIR", help="write <rel>.mask.png for each image under DIR")
     s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")
     s.add_argument("--inpaint-model", default="cv2", help="IOPaint model: cv2 (default), lama, mat, migan, ...")

@@ -159,7 +159,7 @@ def _stage_advice(stage: str, on: dict[str, Any]) -> str:
     fast = bool(on.get("int8") or (on.get("amp_dtype") and on.get("channels_last")))
     if stage in ("train_step", "detect") and fast:
         what = "int8" if on.get("int8") else f"{on['amp_dtype']} autocast and channels_last"
-        more = "fewer train.epochs or a smaller train.model" if stage == "train_step" else "a smaller predict.max_side"
+        more = "fewer train.epochs or a smaller train.model" if stage == "train_step" else "predict.scales: [1.0] or a smaller predict.max_side"
         return f"compute-bound with {what} already on: a GPU, or {more}"
     if stage == "inpaint" and on.get("inpaint_model") == "cv2":
         return (f"cv2 inpainting already runs {on.get('inpaint_workers', 1)} image(s) at once: more CPU cores, "
