@@ -111,6 +111,7 @@ def test_changed_settings_rerun_what_depends_on_them(finished_run):
     ({"train": {"epochs": -1}}, "train.epochs"),
     ({"optimization": {"level": "turbo"}}, "optimization.level"),
     ({"repair": {"chunk_sizes": 3}}, "repair"),
+    ({"predict": {"scales": [0, 1]}}, "predict.scales"),
     ({"optimization": {"level": "balanced", "batch": {"initial_batch_size": 64, "max_batch_size": 8}}}, "optimization.batch"),
 ])
 def test_malformed_config_one_line_error(tmp_path, override, key):
