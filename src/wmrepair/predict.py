@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 class PredictConfig:
     max_side: int = 384  # detect at this long side (0 = native resolution); matches the training scale
     # Tile sides. 352 and 416 hold the `scales` passes of a large image (long side 352 / 416) in
-    # one tile each; with only 384 and 512 the 416 pass was padded to 512 (repair 1.4x slower).
+    # one tile each; with only 384 and 512 the 416 pass was padded to 512 (repair ~1.2x slower).
     buckets: list[int] = field(default_factory=lambda: [256, 352, 384, 416, 512])
     overlap: int = 32  # tile overlap in pixels, blended
     # Probability above which `predict_masks` calls a pixel watermark. Repair thresholds
@@ -212,9 +212,9 @@ class OptimizedWatermarkPredictor:
         tiles share the batches, and an image's passes are averaged.
         """
         with self.analyzer.profile("detect"):
-            owner = [i for i, im in enumerate(images) for _ in self.sides_for(im.shape[:2])]
-            sides = [s for im in images for s in self.sides_for(im.shape[:2])]
-            plans = [self._plan(k, images[i], s) for k, (i, s) in enumerate(zip(owner, sides))]
+            passes = [(i, side) for i, im in enumerate(images) for side in self.sides_for(im.shape[:2])]
+            owner = [i for i, _ in passes]
+            plans = [self._plan(k, images[i], side) for k, (i, side) in enumerate(passes)]
             acc = [np.zeros(p.work.shape[:2], np.float32) for p in plans]
             wsum = [np.zeros(p.work.shape[:2], np.float32) for p in plans]
             for tile in sorted({p.tile for p in plans}):
