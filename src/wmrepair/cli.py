@@ -48,14 +48,17 @@ _grey = _number_in(0, 255, " grey levels")
 
 
 def _factors(s: str) -> tuple[float, ...]:
-    """An argparse type: comma-separated scale factors, each in (0, 4]."""
+    """An argparse type: comma-separated scale factors, checked like `predict.scales`."""
     try:
         vals = tuple(float(v) for v in s.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be numbers separated by commas, e.g. 0.917,1,1.083; got {s}") from None
-    if any(not 0 < v <= 4 for v in vals):
-        raise argparse.ArgumentTypeError(f"each factor must be above 0 and at most 4, got {s}")
-    return vals
+    from wmrepair.predict import check_scales  # only when the flag is given: --help stays light
+
+    try:
+        return check_scales(vals)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # ---- subcommands -----------------------------------------------------------

@@ -57,9 +57,15 @@ class PredictConfig:
     scales: tuple[float, ...] = (0.917, 1.0, 1.083)
 
     def __post_init__(self) -> None:
-        self.scales = tuple(float(f) for f in self.scales)
-        if not self.scales or any(not 0 < f <= 4 for f in self.scales):
-            raise ValueError(f"predict.scales must be a non-empty list of factors in (0, 4], got {list(self.scales)}")
+        self.scales = check_scales(self.scales)
+
+
+def check_scales(scales: Any) -> tuple[float, ...]:
+    """`scales` as a tuple of floats; ValueError unless it is a non-empty list of factors in (0, 4]."""
+    vals = tuple(float(f) for f in scales)
+    if not vals or any(not 0 < f <= 4 for f in vals):
+        raise ValueError(f"predict.scales must be a non-empty list of factors above 0 and at most 4, got {list(vals)}")
+    return vals
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
