@@ -46,9 +46,10 @@ def test_user_mistakes_are_one_line_errors(tmp_path, tiny_model_file):
     p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
             "--inpaint-model", "lama")
     assert p.returncode == 2 and "LAMA_MODEL_URL" in p.stderr and "Traceback" not in p.stderr
-    p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
-            "--threshold", "7")
-    assert p.returncode == 2 and "between 0 and 1" in p.stderr
+    for flag in ("--threshold", "--refine-relative"):
+        p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
+                flag, "7")
+        assert p.returncode == 2 and "between 0 and 1" in p.stderr and flag in p.stderr
     for bad in ("0.9,x", "0,1"):
         p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
                 "--scales", bad)

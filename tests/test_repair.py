@@ -220,3 +220,27 @@ def test_refine_by_change_keeps_only_changed_pixels():
     assert (out[12:15, 5:15] == 100).all()  # small changes undone
     out, keep = refine_by_change(before, painted, det, 0, 0.0)
     assert (keep == det).all() and out is painted  # 0 = off
+
+
+def test_relative_refinement_follows_each_marks_own_contrast():
+    before = np.full((40, 60, 3), 100, np.uint8)
+    painted = before.copy()
+    det = np.zeros((40, 60), bool)
+    # a strong mark (changed by 200) with a faint halo (30) inside the detection
+    painted[8:12, 5:20] = 255
+    painted[6:8, 5:20] = 130
+    det[5:14, 4:21] = True
+    # a weak mark (40) whose soft edge (20) lies on the detection's 1-px rim, plus a change 2 px out
+    painted[25:29, 35:50] = 140
+    painted[29, 35:50] = 120
+    painted[31, 35:50] = 140
+    det[24:29, 34:51] = True
+
+    _, keep = refine_by_change(before, painted, det, 16, 0.0)  # absolute only: the halo stays, the rim is ignored
+    assert keep[6:8, 5:20].all() and not keep[29:, :].any()
+
+    _, keep = refine_by_change(before, painted, det, 16, 0.0, relative=0.25, radius=7)
+    assert keep[8:12, 5:20].all() and not keep[6:8, 5:20].any()  # 30 < 0.25 x 200: the halo goes
+    assert keep[25:29, 35:50].all() and keep[29, 35:50].all()  # 20 > 0.25 x 40 and > 16: the soft edge stays
+    assert not keep[31].any()  # beyond the rim: never
+    assert keep.sum() == 4 * 15 + 4 * 15 + 15

@@ -144,6 +144,8 @@ def cmd_repair(a: argparse.Namespace) -> int:
         rc.mask_threshold = a.mask_threshold
     if a.refine_diff is not None:
         rc.refine_diff = a.refine_diff
+    if a.refine_relative is not None:
+        rc.refine_relative = a.refine_relative
     pc = PredictConfig(max_side=a.max_side, flip_tta=not a.no_tta,
                        **({"scales": a.scales} if a.scales else {}))
     if not optimized:
@@ -287,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--refine-diff", type=_grey, metavar="LEVELS",
                    help="after inpainting, keep as watermark only detected pixels that changed by more than this "
                         "(0-255; default 16; 0 keeps the detector's mask as it is)")
+    s.add_argument("--refine-relative", type=_fraction, metavar="SHARE",
+                   help="... and by more than this share of the strongest change on the detected mark within 7 px "
+                        "(0-1; default 0.25; 0 = the absolute --refine-diff alone)")
     s.add_argument("--max-side", type=int, default=384, help="detect at this long side, 0 = native (default 384)")
     s.add_argument("--no-tta", action="store_true", help="skip mirrored-tile averaging (faster detection)")
     s.add_argument("--scales", type=_factors, metavar="F,F,...",

@@ -43,10 +43,13 @@ class RepairConfig:
     max_iterations: int = 2
     min_component: float = 2e-5  # drop detected blobs smaller than this fraction of the image
     dilation: float = 0.002  # dilation radius as a fraction of the long side (min 2 px)
-    # After inpainting, a detected pixel counts as watermark only if inpainting changed it by
-    # more than this many grey levels (any channel); the others get their own pixels back.
-    # Trims the detector's blobby strokes to the mark itself (0 = off).
+    # After inpainting, a pixel counts as watermark only if inpainting changed it by more than
+    # `refine_diff` grey levels (any channel) and by more than `refine_relative` of the largest
+    # change on the detected mark within `refine_radius` px; the others get their own pixels
+    # back. Trims the detector's blobby strokes to the mark itself (refine_diff 0 = off).
     refine_diff: float = 16.0
+    refine_relative: float = 0.25
+    refine_radius: int = 7
     jpeg_quality: int = 95
     skip_existing: bool = True
     group_size: int = 8  # images detected together (tiles batched across them)
@@ -116,19 +119,34 @@ def dilate(mask: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def refine_by_change(before: np.ndarray, painted: np.ndarray, det: np.ndarray, min_diff: float,
-                     dilation: float) -> tuple[np.ndarray, np.ndarray]:
-    """Keep only detected pixels that inpainting changed by more than `min_diff`; returns (pixels, mask).
+                     dilation: float, relative: float = 0.0, radius: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Keep as mark the pixels inpainting changed enough; returns (pixels, mask).
 
     Inpainting fills a detected blob from its surroundings, so background caught
-    inside the blob comes back about as it was while the mark's strokes do not.
+    inside the blob comes back about as it was while the mark's strokes do not:
+    a pixel is kept when it changed by more than `min_diff` grey levels. With
+    `relative` > 0 it must also have changed by more than `relative` times the
+    largest change on the detected mark within `radius` px. A mark pixel changes
+    by its opacity times the mark's contrast, so that threshold follows each
+    stroke's own contrast: the faint halo round a strong mark goes, the soft edge
+    of a weak one stays. It also makes the detection's 1-px rim safe to consider
+    (the detector's mask is up-sampled from the detection scale, its edges a pixel
+    off either way; the rim was inpainted too, as painting grows the mask by >= 2 px).
     Pixels outside the (dilated) kept mask get their original values back: exact
     instead of an estimate. On textured ground every pixel changes and nothing is
     trimmed, which errs towards painting too much rather than leaving a mark.
     """
     if min_diff <= 0 or not det.any():
         return painted, det
-    changed = cv2.absdiff(before, painted).max(axis=-1) > min_diff
-    keep = det & changed
+    change = cv2.absdiff(before, painted).max(axis=-1)
+    keep = change > min_diff
+    if relative > 0:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        strongest = cv2.dilate(np.where(det, change, 0).astype(np.uint8), disc)
+        keep &= change > relative * strongest
+        keep &= cv2.dilate(det.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    else:
+        keep &= det
     return np.where(dilate(keep, dilation)[..., None], painted, before), keep
 
 
@@ -238,7 +256,8 @@ class RepairEngine:
         """Inpaint `st.det`; returns (new pixels, the part of `st.det` that is watermark)."""
         with self.analyzer.profile("inpaint"):
             painted = self.inpaint(st.rgb, dilate(st.det, self.cfg.dilation))
-        return refine_by_change(st.rgb, painted, st.det, self.cfg.refine_diff, self.cfg.dilation)
+        c = self.cfg
+        return refine_by_change(st.rgb, painted, st.det, c.refine_diff, c.dilation, c.refine_relative, c.refine_radius)
 
     # ---- folders ---------------------------------------------------------
     def run(self, input_root: str | Path, output_root: str | Path, rels: list[Path] | None = None,
