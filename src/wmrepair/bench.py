@@ -131,7 +131,7 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
     n = 96 if quick else 600
     steps, repeats = (4, 2) if quick else (12, 3)
     bs = 16
-    res: dict[str, Any] = {"images": n, "image_side": 256, "batch_size": bs, "threads": torch.get_num_threads()}
+    res: dict[str, Any] = {"images": n, "image_side": 256, "crop": 128, "batch_size": bs, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _synth(tmp / "data", n)
@@ -212,7 +212,7 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
         res["memory"]["total_reduction"] = 1 - m["cached_memmap"]["peak_rss_mb"] / m["naive_in_ram"]["peak_rss_mb"]
     _save(out, "train", res)
     t = res["throughput"]
-    print(f"train bench: {n} images of 256 px ({res['data_mb']} MB decoded), batch {bs}, {res['threads']} threads")
+    print(f"train bench: {n} images of 256 px ({res['data_mb']} MB decoded), 128-px crops, batch {bs}, {res['threads']} threads")
     for k, v in t.items():
         if "samples_per_s" in v:
             print(f"  {k:13s} {v['samples_per_s']:7.1f} samples/s  x{v['ratio_vs_naive']:.2f} vs naive"
