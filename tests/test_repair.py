@@ -230,7 +230,7 @@ def test_relative_refinement_follows_each_marks_own_contrast():
     painted[8:12, 5:20] = 255
     painted[6:8, 5:20] = 130
     det[5:14, 4:21] = True
-    # a weak mark (40) whose soft edge (20) lies on the detection's 1-px rim, plus a change 2 px out
+    # a weak mark (40) whose soft edge (20) lies on the detection's 1-px rim, plus a change 3 px out
     painted[25:29, 35:50] = 140
     painted[29, 35:50] = 120
     painted[31, 35:50] = 140
