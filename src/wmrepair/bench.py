@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 import psutil
 
+# The train bench's samples: random crops of this side from the 256-px images.
+TRAIN_CROP = 128
+
 
 def _median_rate(fn, n_items: int, repeats: int) -> tuple[float, list[float]]:
     rates = []
@@ -108,9 +111,9 @@ def _memory_child(kind: str, data: str, cache: str, size: int) -> dict[str, Any]
     base, base_anon = psutil.Process().memory_info().rss / 2**20, _rss_anon_mb()
     with PeakRSS() as peak:
         if kind == "naive_in_ram":
-            ds = InMemoryDataset(find_pairs(data), size=size, augment=True, crop=128)
+            ds = InMemoryDataset(find_pairs(data), size=size, augment=True, crop=TRAIN_CROP)
         else:
-            ds = CachedDataset(cache, size, augment=True, crop=128)
+            ds = CachedDataset(cache, size, augment=True, crop=TRAIN_CROP)
         for i in range(len(ds)):
             ds[i]
     return {"baseline_rss_mb": base, "peak_rss_mb": peak.peak, "pipeline_rss_mb": peak.peak - base,
@@ -131,7 +134,7 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
     n = 96 if quick else 600
     steps, repeats = (4, 2) if quick else (12, 3)
     bs = 16
-    res: dict[str, Any] = {"images": n, "image_side": 256, "crop": 128, "batch_size": bs, "threads": torch.get_num_threads()}
+    res: dict[str, Any] = {"images": n, "image_side": 256, "crop": TRAIN_CROP, "batch_size": bs, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _synth(tmp / "data", n)
@@ -149,8 +152,8 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
         cached = CachedDataset(tmp / "cache", 256, augment=False)
         f_rate, _ = _median_rate(epoch(files), n, repeats)
         c_rate, _ = _median_rate(epoch(cached), n, repeats)
-        files_aug = FileDataset(find_pairs(data), 256, crop=128, augment=True)
-        cached_aug = CachedDataset(tmp / "cache", 256, crop=128, augment=True)
+        files_aug = FileDataset(find_pairs(data), 256, crop=TRAIN_CROP, augment=True)
+        cached_aug = CachedDataset(tmp / "cache", 256, crop=TRAIN_CROP, augment=True)
         fa_rate, _ = _median_rate(epoch(files_aug), n, repeats)
         ca_rate, _ = _median_rate(epoch(cached_aug), n, repeats)
         res["data_loading"] = {
@@ -186,10 +189,10 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
             run()  # warm-up (and compile)
             return run
 
-        variants = {"naive": (FileDataset(find_pairs(data), 256, crop=128), None, False, False)}
+        variants = {"naive": (FileDataset(find_pairs(data), 256, crop=TRAIN_CROP), None, False, False)}
         for level in ("conservative", "balanced", "aggressive"):
             eff = adapt_to_hardware(OptimizationConfig.from_level(level))
-            variants[level] = (CachedDataset(tmp / "cache", 256, crop=128), eff.model.amp_dtype,
+            variants[level] = (CachedDataset(tmp / "cache", 256, crop=TRAIN_CROP), eff.model.amp_dtype,
                                eff.model.channels_last, eff.model.compile_model and not quick)
         res["throughput"] = {}
         for name, (ds, amp, cl, comp) in variants.items():
@@ -212,7 +215,7 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
         res["memory"]["total_reduction"] = 1 - m["cached_memmap"]["peak_rss_mb"] / m["naive_in_ram"]["peak_rss_mb"]
     _save(out, "train", res)
     t = res["throughput"]
-    print(f"train bench: {n} images of 256 px ({res['data_mb']} MB decoded), 128-px crops, batch {bs}, {res['threads']} threads")
+    print(f"train bench: {n} images of 256 px ({res['data_mb']} MB decoded), {res['crop']}-px crops, batch {bs}, {res['threads']} threads")
     for k, v in t.items():
         if "samples_per_s" in v:
             print(f"  {k:13s} {v['samples_per_s']:7.1f} samples/s  x{v['ratio_vs_naive']:.2f} vs naive"
