@@ -89,13 +89,16 @@ def test_failures_are_isolated(tmp_path, colour_detector, cv2_inpainter):
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
 
-def test_rerun_skips_existing(tmp_path, colour_detector, cv2_inpainter):
+def test_rerun_keeps_finished_images_and_their_record(tmp_path, colour_detector, cv2_inpainter):
     _folder(tmp_path / "in", n=3)
     eng = _engine(colour_detector, cv2_inpainter)
-    eng.run(tmp_path / "in", tmp_path / "out", progress=False)
+    first = eng.run(tmp_path / "in", tmp_path / "out", progress=False)
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("img*")}
-    rows = _engine(colour_detector, cv2_inpainter).run(tmp_path / "in", tmp_path / "out", progress=False)
-    assert {r["status"] for r in rows} == {"skipped"}
+    again = _engine(colour_detector, cv2_inpainter)
+    rows = again.run(tmp_path / "in", tmp_path / "out", progress=False)
+    assert again.resumed == 3
+    assert [{k: str(v) for k, v in r.items()} for r in rows] == [{k: str(v) for k, v in r.items()} for r in first]
+    assert {r["status"] for r in _rows(tmp_path / "out" / "manifest.csv")} == {"ok"}  # figures kept, not 'skipped'
     assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("img*")}
 
 

@@ -23,6 +23,12 @@ TINY = {
 }
 
 
+def overlay(override: dict, base: dict | None = None) -> dict:
+    """`base` (TINY) with each section of `override` merged over it (scalars replace)."""
+    base = base or TINY
+    return {**base, **{k: {**base.get(k, {}), **v} if isinstance(v, dict) else v for k, v in override.items()}}
+
+
 def smk(workdir: Path, *args: str, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     cfg = workdir / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(config or TINY))
@@ -67,14 +73,16 @@ def test_every_stage_output(finished_run):
     import torch
 
     torch.load(r / "model/model.pt", weights_only=True)
-    chunks = sorted((r / "repair/chunks").glob("chunk_*.txt"))
-    assert len(chunks) == 2  # 6 images, chunk_size 4
+    from wmrepair.chunks import read_chunk
+
+    chunks = sorted((r / "repair/chunks").glob("chunk_*.jsonl"))
+    assert 2 <= len(chunks) <= 3 and sum(len(read_chunk(c)) for c in chunks) == 6  # 6 images, chunk_size 4
     m = pd.read_csv(r / "repair/manifest.csv", keep_default_na=False)
     inputs = sorted((r / "data/synth/test/watermarked").iterdir())
     assert len(m) == len(inputs) == 6
     assert set(m.columns) >= {"input", "output", "status", "error", "mask_fraction", "iterations", "seconds"}
     for row in m.itertuples():
-        assert row.status == "ok", row.error
+        assert row.status in ("ok", "clean"), row.error
         src, out = finished_run / row.input, finished_run / row.output  # relative to the workdir
         assert out.suffix == src.suffix and out.name == src.name and out.exists()
     metrics = json.loads((r / "eval/metrics.json").read_text())
@@ -108,6 +116,10 @@ def test_changed_settings_rerun_what_depends_on_them(finished_run):
 
 
 @pytest.mark.parametrize("override, key", [
+    ({"results": ""}, "results"),
+    ({"results": "/"}, "results"),
+    ({"results": "../../../../../../etc"}, "results"),
+    ({"logs": "."}, "logs"),
     ({"train": {"epochs": -1}}, "train.epochs"),
     ({"optimization": {"level": "turbo"}}, "optimization.level"),
     ({"repair": {"chunk_sizes": 3}}, "repair"),
@@ -115,13 +127,115 @@ def test_changed_settings_rerun_what_depends_on_them(finished_run):
     ({"optimization": {"level": "balanced", "batch": {"initial_batch_size": 64, "max_batch_size": 8}}}, "optimization.batch"),
 ])
 def test_malformed_config_one_line_error(tmp_path, override, key):
-    cfg = {**TINY, **{k: {**TINY.get(k, {}), **v} for k, v in override.items()}}
-    p = smk(tmp_path, "-n", config=cfg, check=False)
+    p = smk(tmp_path, "-n", config=overlay(override), check=False)
     assert p.returncode != 0
     err = (p.stderr + p.stdout).strip()
     lines = [ln for ln in err.splitlines() if "wmrepair config error" in ln]
     assert len(lines) == 1 and key in lines[0], err
     assert "Traceback" not in err
+
+
+def test_run_never_writes_where_it_reads(tmp_path, finished_run):
+    """Every overlap between a user folder and what the run writes is one config-time line, in both directions."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(next((finished_run / "results/data/synth/test/watermarked").iterdir()), photos)
+    (tmp_path / "empty").mkdir()
+    model = str(finished_run / "results/model/model.pt")
+    cases = [
+        ({"repair": {"input_dir": str(tmp_path / "results/repair/images")}}, "repair.input_dir"),  # repairs in place
+        ({"results": str(photos / "results"), "repair": {"input_dir": str(photos)}}, "repair.input_dir"),
+        ({"logs": str(photos / "logs"), "repair": {"input_dir": str(photos)}}, "logs"),
+        ({"repair": {"input_dir": str(tmp_path / "empty")}}, "no images"),
+    ]
+    (tmp_path / "results/repair/images").mkdir(parents=True)
+    shutil.copy(next(photos.iterdir()), tmp_path / "results/repair/images")
+    before = {p: p.read_bytes() for p in photos.rglob("*")}
+    for override, key in cases:
+        p = smk(tmp_path, "-n", config=overlay({"model": {"path": model}, **override}), check=False)
+        err = (p.stderr + p.stdout).strip()
+        lines = [ln for ln in err.splitlines() if "wmrepair config error" in ln]
+        assert p.returncode != 0 and len(lines) == 1 and key in lines[0], err
+        assert "Traceback" not in err
+    assert before == {p: p.read_bytes() for p in photos.rglob("*")}
+
+
+OWN_NAMES = ["a.png", "b.jpg", "sub/c.png", "new\nline.png", "sep\u2028arator.jpg", "d.jpg", "e.png"]
+
+
+@pytest.fixture(scope="module")
+def own_photos(tmp_path_factory, finished_run):
+    """A user's folder: photos, their clean originals and masks, names a line-based list would split."""
+    root = tmp_path_factory.mktemp("own")
+    synth = finished_run / "results/data/synth/test"
+    srcs = sorted((synth / "watermarked").iterdir())
+    for i, name in enumerate(OWN_NAMES):
+        src = srcs[i % len(srcs)]
+        stem = Path(name).with_suffix("")
+        for kind, ext, from_dir in (("photos", Path(name).suffix, "watermarked"), ("clean", ".png", "clean"),
+                                    ("masks", ".png", "masks")):
+            dst = root / kind / f"{stem}{ext}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            from PIL import Image
+
+            Image.open(next((synth / from_dir).glob(f"{src.stem}.*"))).convert("RGB").save(dst)
+    return root
+
+
+@pytest.mark.parametrize("truth", ["none", "clean", "clean+masks"])
+def test_own_folder_runs_to_the_report(tmp_path, finished_run, own_photos, truth):
+    """The user's own folder and model, with no, some or all ground truth: a real run ends with a report."""
+    cfg = {**TINY, "model": {"path": str(finished_run / "results/model/model.pt")},
+           "repair": {"chunk_size": 3, "input_dir": str(own_photos / "photos"),
+                      "clean_dir": str(own_photos / "clean") if "clean" in truth else None,
+                      "mask_dir": str(own_photos / "masks") if "masks" in truth else None}}
+    before = {p: p.read_bytes() for p in own_photos.rglob("*") if p.is_file()}
+    smk(tmp_path, config=cfg)
+    r = tmp_path / "results"
+    m = pd.read_csv(r / "repair/manifest.csv", keep_default_na=False)
+    assert sorted(Path(i).relative_to(own_photos / "photos").as_posix() for i in m.input) == sorted(OWN_NAMES)
+    assert set(m.status) <= {"ok", "clean"}, m[["input", "error"]]
+    for row in m.itertuples():
+        assert (tmp_path / row.output).is_file() and Path(row.output).suffix == Path(row.input).suffix
+    metrics = json.loads((r / "eval/metrics.json").read_text())
+    assert (metrics["psnr_gain_db"] is not None) == ("clean" in truth)
+    assert (metrics["mask_iou"] is not None) == ("masks" in truth)
+    html = (r / "report/report.html").read_text()
+    assert f'id="n-images">{len(OWN_NAMES)}<' in html and ('id="mask-iou"' in html) == ("masks" in truth)
+    assert not (r / "train").exists() and not (r / "data").exists()
+    assert before == {p: p.read_bytes() for p in own_photos.rglob("*") if p.is_file()}  # inputs untouched
+
+
+def test_added_and_removed_inputs_rerun_only_their_chunks(tmp_path, finished_run):
+    from wmrepair.chunks import cut
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    srcs = sorted((finished_run / "results/data/synth/test/watermarked").iterdir())
+    for i in range(12):
+        shutil.copy(srcs[i % len(srcs)], photos / f"img{i:02d}{srcs[i % len(srcs)].suffix}")
+    cfg = {**TINY, "model": {"path": str(finished_run / "results/model/model.pt")},
+           "repair": {"chunk_size": 3, "input_dir": str(photos)}}
+    smk(tmp_path, config=cfg)
+    chunks = tmp_path / "results/repair/chunks"
+    old_ids = {p.stem.removeprefix("chunk_") for p in chunks.glob("chunk_*.jsonl")}
+    assert len(old_ids) >= 3
+    removed = sorted(photos.iterdir())[-1]
+    removed.unlink()
+    shutil.copy(srcs[0], photos / f"img05b{srcs[0].suffix}")
+    p = smk(tmp_path, config=cfg)
+    out = p.stdout + p.stderr
+    new_ids = {q.stem.removeprefix("chunk_") for q in chunks.glob("chunk_*.jsonl")}
+    assert "checkpoint split_inputs:" in out  # the listing changed
+    ran = set(re.findall(r"chunk_(\w+)\.csv", " ".join(ln for ln in out.splitlines() if "output:" in ln)))
+    assert ran == new_ids - old_ids and 1 <= len(ran) < len(new_ids), (ran, new_ids, old_ids)
+    m = pd.read_csv(tmp_path / "results/repair/manifest.csv", keep_default_na=False)
+    assert sorted(Path(i).name for i in m.input) == sorted(q.name for q in photos.iterdir())
+    names = sorted(q.name for q in photos.iterdir())
+    assert len(list(cut(names, 3))) == len(new_ids)
+    assert sorted(q.name for q in (tmp_path / "results/repair/manifests").glob("chunk_*.csv")) == sorted(
+        f"chunk_{i}.csv" for i in new_ids)  # stale chunk manifests are gone
+    assert "Nothing to be done" in (lambda q: q.stdout + q.stderr)(smk(tmp_path, "-n", config=cfg))
 
 
 def test_user_data_skips_synthesis(tmp_path, finished_run):

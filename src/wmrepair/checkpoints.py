@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from wmrepair.files import atomic_write
 from wmrepair.model import LEGACY_FIELDS, UNet, build_model, model_config_dict
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load(path: str | Path) -> dict:
@@ -148,15 +138,70 @@ def save_model(model: UNet, path: str | Path, **meta: Any) -> None:
     atomic_save({"state_dict": model.state_dict(), "meta": {"model": model_config_dict(model), **meta}}, path)
 
 
-def load_model(path: str | Path) -> tuple[UNet, dict]:
-    """Load a model file or checkpoint written by wmrepair (weights_only)."""
+MAX_PARAMS = 50_000_000  # the shipped UNet has ~0.3 M; a file declaring more is not a detector of ours
+
+
+class ModelCardMismatch(ValueError):
+    """The model file is not the one its card describes (changed, truncated or swapped)."""
+
+
+def card_path(model_path: str | Path) -> Path:
+    """The JSON card `export_model` writes beside a model (model.pt -> model.json)."""
+    return Path(model_path).with_suffix(".json")
+
+
+def verify_card(path: str | Path) -> dict | None:
+    """Check the model against the sha256 of the card beside it, if there is one; returns the card."""
+    card_file = card_path(path)
+    if not card_file.is_file():
+        return None
+    try:
+        card = json.loads(card_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelCardMismatch(f"model card {card_file} is unreadable ({exc})") from None
+    want = card.get("sha256") if isinstance(card, dict) else None
+    if want and sha256_file(path) != want:
+        raise ModelCardMismatch(f"{path} does not match its card {card_file} (sha256 {want[:12]}...): the file "
+                                "changed since it was exported; use the right pair, or --no-verify-model to use it anyway")
+    return card
+
+
+def _check_declared_shape(model_cfg: dict, state_dict: dict, path: Path) -> None:
+    """Build the declared network on the meta device (no memory) and compare it with the stored weights.
+
+    A small file can declare a huge network: building it for real would allocate
+    before `load_state_dict` could notice that the weights are not there.
+    """
+    with torch.device("meta"):
+        probe = build_model(model_cfg)
+    n = sum(p.numel() for p in probe.parameters())
+    if n > MAX_PARAMS:
+        raise ValueError(f"{path} declares a network of {n / 1e6:.0f} M parameters (at most {MAX_PARAMS / 1e6:.0f} M)")
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if want != have:
+        diff = sorted(set(want.items()) ^ set(have.items()))[:1]
+        raise ValueError(f"{path}: its weights do not match the network it declares (first difference: {diff})")
+
+
+def load_model(path: str | Path, verify: bool = True) -> tuple[UNet, dict]:
+    """Load a model file or checkpoint written by wmrepair (weights_only).
+
+    With `verify`, a card beside the file (model.json) must carry its sha256.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
+    if verify:
+        verify_card(path)
     try:
         ck = load(path)
-        model = build_model({**LEGACY_FIELDS, **ck["meta"]["model"]})
+        cfg = {**LEGACY_FIELDS, **ck["meta"]["model"]}
+        _check_declared_shape(cfg, ck["state_dict"], path)
+        model = build_model(cfg)
         model.load_state_dict(ck["state_dict"])
+    except ValueError:
+        raise
     except (KeyError, RuntimeError, TypeError, EOFError, OSError) as exc:
         raise ValueError(f"{path} is not a wmrepair model checkpoint ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # unpickling errors have many types

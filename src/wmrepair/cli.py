@@ -115,8 +115,9 @@ def cmd_select(a: argparse.Namespace) -> int:
 
 def cmd_repair(a: argparse.Namespace) -> int:
     from wmrepair.config import OptimizationConfig
+    from wmrepair.imageio import IMAGE_EXTS, iter_images
     from wmrepair.predict import PredictConfig
-    from wmrepair.repair import RepairConfig, build_engine
+    from wmrepair.repair import RepairConfig, build_engine, check_paths
 
     inp = Path(a.input)
     if not inp.is_dir():
@@ -124,8 +125,10 @@ def cmd_repair(a: argparse.Namespace) -> int:
     if not Path(a.model).is_file():
         raise UserError(f"--model {a.model} does not exist (train one with `make run`, or point at a .pt file)")
     out = Path(a.output)
-    if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
-        raise UserError("--output must not be --input or inside it (inputs are never overwritten)")
+    manifest = Path(a.manifest) if a.manifest else out / "manifest.csv"
+    check_paths(inp, out, manifest, a.save_masks)  # before any work: overlaps, unwritable outputs
+    if not any(iter_images(inp)):
+        raise UserError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under {inp}")
     level = "aggressive" if a.fast else "conservative" if a.conservative else ("balanced" if a.optimize else "conservative")
     optimized = a.optimize or a.fast
     opt = OptimizationConfig.from_level(level)
@@ -151,17 +154,11 @@ def cmd_repair(a: argparse.Namespace) -> int:
     if not optimized:
         log.info("optimised path off: fp32, NCHW (add --optimize or --fast for the fast path)")
     engine = build_engine(a.model, opt, pc, rc, {"model": a.inpaint_model, "model_dir": a.model_dir},
-                          device=a.device, threads=a.threads, optimized=optimized)
-    rels = None
-    from wmrepair.imageio import list_images
-
-    rels = list_images(inp)
-    if not rels:
-        raise UserError(f"no images (jpg, png, webp, bmp, tif) under {inp}")
-    manifest = Path(a.manifest) if a.manifest else out / "manifest.csv"
-    rows = engine.run(inp, out, rels, manifest=manifest, masks_dir=a.save_masks, progress=not a.quiet)
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed")}
-    print(f"repaired {counts['ok']}, skipped {counts['skipped']}, failed {counts['failed']} -> {out} (manifest {manifest})")
+                          device=a.device, threads=a.threads, optimized=optimized, verify_model=not a.no_verify_model)
+    rows = engine.run(inp, out, manifest=manifest, masks_dir=a.save_masks, progress=not a.quiet)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "clean", "failed")}
+    print(f"repaired {counts['ok']}, clean {counts['clean']} (copied as they were), failed {counts['failed']}; "
+          f"{engine.resumed} of them done before and kept -> {out} (manifest {manifest})")
     if a.report:
         engine.analyzer.generate_performance_report(a.report, memory=engine.memory.summary())
     return 1 if counts["failed"] else 0
@@ -301,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")
     s.add_argument("--inpaint-model", default="cv2", help="IOPaint model: cv2 (default), lama, mat, migan, ...")
     s.add_argument("--model-dir", help="folder holding torch/hub/checkpoints/<weights> for IOPaint models")
-    s.add_argument("--overwrite", action="store_true", help="redo images whose output exists (default: skip)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="redo every image (default: keep those the manifest records as done, redo the rest)")
+    s.add_argument("--no-verify-model", action="store_true",
+                   help="use --model even when it does not match the sha256 of the card (model.json) beside it")
     s.add_argument("--jpeg-quality", type=int, default=95)
     s.add_argument("--timeout", type=float, default=120.0, help="seconds per image before it is failed")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")

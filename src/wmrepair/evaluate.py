@@ -70,7 +70,7 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
         stem = str(Path(rel).with_suffix(""))
         rec: dict[str, Any] = {"input": r.input, "status": r.status}
         c = np.zeros(3, np.int64)
-        if r.status in ("ok", "skipped") and Path(r.output).exists():
+        if r.status in ("ok", "clean", "skipped") and Path(r.output).exists():
             clean = cleans.get(stem)
             if clean is not None:
                 cl = read_image(clean).rgb
@@ -95,13 +95,18 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
     def mean(col: str) -> float | None:
         return float(df[col].mean()) if col in df and df[col].notna().any() else None
 
+    # Every key is always there (None where the ground truth for it is missing): readers
+    # such as the report need not know which ground truth a run had.
     out: dict[str, Any] = {
         "n_images": len(rows),
         "n_ok": int((rows.status == "ok").sum()),
+        "n_clean": int((rows.status == "clean").sum()),
         "n_skipped": int((rows.status == "skipped").sum()),
         "n_failed": int((rows.status == "failed").sum()),
         "psnr_input": mean("psnr_input"), "psnr_output": mean("psnr_output"),
         "ssim_input": mean("ssim_input"), "ssim_output": mean("ssim_output"),
+        "psnr_gain_db": None, "psnr_gain_median_db": None, "psnr_gain_ci95_db": None,
+        "mask_iou": None, "mask_f1": None, "mask_iou_ci95": None,
         "mask_iou_mean_per_image": mean("mask_iou"),
         "has_ground_truth": bool(cleans or masks),
     }
@@ -114,7 +119,8 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
         out["mask_iou"], out["mask_f1"] = iou_f1(counts.tolist())
         out["mask_iou_ci95"] = bootstrap_ci(image_counts, pooled_iou)
     if per_image_csv:
-        df.to_csv(per_image_csv, index=False)
+        cols = ["input", "status", "psnr_input", "psnr_output", "ssim_input", "ssim_output", "mask_iou", "mask_f1"]
+        df.reindex(columns=cols).to_csv(per_image_csv, index=False)
     return out
 
 

@@ -104,7 +104,7 @@ class OptimizedWatermarkPredictor:
     def __init__(self, model: str | Path | torch.nn.Module, optimization: OptimizationConfig | None = None,
                  predict_config: PredictConfig | None = None, device: str = "auto", threads: int = 0,
                  analyzer: PerformanceAnalyzer | None = None, memory: MemoryManager | None = None,
-                 optimized: bool = True) -> None:
+                 optimized: bool = True, verify_model: bool = True) -> None:
         self.cfg = predict_config or PredictConfig()
         self.opt = adapt_to_hardware(optimization or OptimizationConfig())
         self.device = resolve_device(device)
@@ -115,7 +115,7 @@ class OptimizedWatermarkPredictor:
         if isinstance(model, torch.nn.Module):
             self.model, self.meta = model.eval(), {}
         else:
-            self.model, self.meta = load_model(model)
+            self.model, self.meta = load_model(model, verify=verify_model)
         self.optimized = optimized
         m = self.opt.model
         self.int8 = bool(optimized and m.int8 and self.device.type == "cpu" and isinstance(self.model, UNet))

@@ -10,30 +10,51 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import logging
-import shutil
+import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 import psutil
 from tqdm import tqdm
 
+from wmrepair.files import (
+    Staging,
+    atomic_write_bytes,
+    check_no_overlap,
+    ensure_writable_dir,
+    ensure_writable_file,
+    remove_stale_beside,
+)
 from wmrepair.hardware import usable_cpus
-from wmrepair.imageio import LoadedImage, atomic_write_bytes, encode_image, read_image, write_mask
+from wmrepair.imageio import (
+    LoadedImage,
+    encode_image,
+    encode_mask,
+    image_size,
+    list_images,
+    read_image,
+)
 from wmrepair.memory import MemoryManager, is_oom_error
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.profiling import PerformanceAnalyzer
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FIELDS = ["input", "output", "status", "error", "mask_fraction", "iterations", "seconds", "width", "height"]
+# A row per input. `status`: ok (repaired), clean (nothing detected: copied byte for byte),
+# failed (see `error`). The *_bytes / *_mtime_ns columns record which files the row
+# describes, so that a rerun can tell a finished repair from anything else.
+MANIFEST_FIELDS = ["input", "output", "status", "error", "mask_fraction", "iterations", "seconds", "width", "height",
+                   "mask", "input_bytes", "input_mtime_ns", "output_bytes", "output_mtime_ns"]
+STATUSES = ("ok", "clean", "failed", "skipped")  # skipped: written by earlier versions
 
 
 @dataclass
@@ -51,8 +72,11 @@ class RepairConfig:
     refine_relative: float = 0.25
     refine_radius: int = 7
     jpeg_quality: int = 95
-    skip_existing: bool = True
+    skip_existing: bool = True  # resume: keep images the manifest records as done (see `is_done`)
     group_size: int = 8  # images detected together (tiles batched across them)
+    # Decoded pixels of a group together: memory follows pixels, not image count.
+    group_pixels: int = 24_000_000
+    max_pixels: int = 120_000_000  # larger images get a failed row instead of exhausting memory
     image_timeout_s: float = 120.0
     pause_interval: int = 50  # periodic memory cleanup every N images
     io_workers: int = 2
@@ -184,6 +208,8 @@ class RepairEngine:
         self.memory.config.cleanup_interval = self.cfg.pause_interval
         self.analyzer = analyzer or predictor.analyzer
         self.rss_trace: list[tuple[int, float]] = []  # (images done, RSS MB)
+        self.resumed = 0  # images the last `run` found done and kept
+        self._record: ManifestWriter | None = None
         self.inpaint_workers = self.cfg.inpaint_workers or (
             usable_cpus() if getattr(inpainter, "thread_safe", False) else 1)
         self.analyzer.note_settings(inpaint_model=getattr(inpainter, "name", type(inpainter).__name__),
@@ -263,76 +289,105 @@ class RepairEngine:
     def run(self, input_root: str | Path, output_root: str | Path, rels: list[Path] | None = None,
             manifest: str | Path | None = None, masks_dir: str | Path | None = None,
             progress: bool = True) -> list[dict[str, Any]]:
-        from wmrepair.imageio import list_images
+        """Repair `rels` (default: every image under `input_root`) into `output_root`; returns the manifest rows.
 
+        Refuses (PathError) before any work when an output overlaps the input or
+        cannot be written. With `skip_existing`, an image is done, and kept as it
+        was, only when the manifest at `manifest` says so and its input, output and
+        mask are still the files that row describes; everything else is redone.
+        """
         input_root, output_root = Path(input_root), Path(output_root)
-        rels = [Path(r) for r in (rels if rels is not None else list_images(input_root))]
         manifest = Path(manifest) if manifest else output_root / "manifest.csv"
-        items = [
-            _Item(input_root / r, r, output_root / r,
-                  {"input": str(input_root / r), "output": str(output_root / r), "status": "", "error": "",
-                   "mask_fraction": "", "iterations": 0, "seconds": 0.0, "width": "", "height": ""})
-            for r in rels
-        ]
-        todo = []
+        check_paths(input_root, output_root, manifest, masks_dir)
+        rels = [Path(r) for r in (rels if rels is not None else list_images(input_root))]
+        earlier = read_manifest(manifest) if self.cfg.skip_existing else {}
+        items = [_Item(input_root / r, r, output_root / r, new_row(input_root / r, output_root / r,
+                                                                     Path(masks_dir) / f"{r}.mask.png" if masks_dir else None))
+                 for r in rels]
+        todo, kept = [], []
         for it in items:
-            if self.cfg.skip_existing and it.out.exists():
-                it.row.update(status="skipped", error="output exists")
+            prev = earlier.get(it.row["input"])
+            if prev is not None and is_done(prev, it.row):
+                it.row = prev
+                kept.append(prev)
             else:
                 todo.append(it)
+        self.resumed = len(kept)
+        self.staging = [Staging(output_root)] + ([Staging(masks_dir)] if masks_dir else [])
+        for st in self.staging:
+            st.sweep()
+        remove_stale_beside(manifest)
+        record = self._record = ManifestWriter(manifest, kept)
         bar = tqdm(total=len(items), desc="repair", unit="img", disable=not progress, mininterval=1)
-        bar.update(len(items) - len(todo))
+        bar.update(self.resumed)
         done = 0
-        groups = [todo[i : i + self.cfg.group_size] for i in range(0, len(todo), self.cfg.group_size)]
-        with (ThreadPoolExecutor(max(1, self.cfg.io_workers), thread_name_prefix="wmrepair-io") as pool,
-              ThreadPoolExecutor(self.inpaint_workers, thread_name_prefix="wmrepair-inpaint") as workers):
-            decodes: deque[list[Future]] = deque()
-            writes: list[tuple[_Item, Future]] = []
-            ahead = 2  # groups decoded ahead of the model
-            for g in groups[:ahead]:
-                decodes.append([pool.submit(self._decode, it) for it in g])
-            for gi, group in enumerate(groups):
-                futs = decodes.popleft()
-                if gi + ahead < len(groups):
-                    decodes.append([pool.submit(self._decode, it) for it in groups[gi + ahead]])
-                ready = []
-                for it, f in zip(group, futs, strict=True):
-                    try:
-                        it.image = f.result()
-                        ready.append(it)
-                    except Exception as exc:
-                        self._fail(it, exc)
-                probs, share = self._detect([it.image.rgb for it in ready])
-                found = []
-                for it, prob in zip(ready, probs, strict=True):
-                    it.work_s += share
-                    if isinstance(prob, BaseException):
-                        self._fail(it, prob)
-                    else:
-                        found.append((it, prob))
-                results = self.repair_images([it.image.rgb for it, _ in found], [pr for _, pr in found], workers)
-                for (it, _), (res, secs) in zip(found, results, strict=True):
-                    it.work_s += secs
-                    if isinstance(res, BaseException):
-                        self._fail(it, res)
-                        continue
-                    out, mask, iters = res
-                    it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=iters)
-                    writes.append((it, pool.submit(self._write, it, it.image, out, mask, iters, masks_dir)))
-                for it in group:
-                    it.image = None  # free pixels now, not at the end of the run
-                done += len(group)
-                self.memory.step(len(group))
-                rss = psutil.Process().memory_info().rss / 2**20
-                self.rss_trace.append((done, rss))
-                bar.update(len(group))
-                bar.set_postfix(rss=f"{rss:.0f}MB", refresh=False)
-                writes = self._drain(writes, block=False)
-            self._drain(writes, block=True)
-        bar.close()
-        rows = [it.row for it in items]
-        write_manifest(rows, manifest)
-        return rows
+        try:
+            with (ThreadPoolExecutor(max(1, self.cfg.io_workers), thread_name_prefix="wmrepair-io") as pool,
+                  ThreadPoolExecutor(self.inpaint_workers, thread_name_prefix="wmrepair-inpaint") as workers):
+                decodes: deque[tuple[list[_Item], list[Future]]] = deque()
+                writes: list[tuple[_Item, Future]] = []
+                groups = self._groups(todo)
+                ahead = 2  # groups decoded ahead of the model
+                for g in itertools.islice(groups, ahead):
+                    decodes.append((g, [pool.submit(self._decode, it) for it in g]))
+                while decodes:
+                    group, futs = decodes.popleft()
+                    for g in itertools.islice(groups, 1):
+                        decodes.append((g, [pool.submit(self._decode, it) for it in g]))
+                    self._repair_group(group, futs, writes, workers, pool)
+                    done += len(group)
+                    self.memory.step(len(group))
+                    rss = psutil.Process().memory_info().rss / 2**20
+                    self.rss_trace.append((done, rss))
+                    bar.update(len(group))
+                    bar.set_postfix(rss=f"{rss:.0f}MB", refresh=False)
+                    writes = self._drain(writes, block=False)
+                self._drain(writes, block=True)
+        finally:
+            bar.close()
+            record.close([it.row for it in items])
+            for st in self.staging:
+                st.close()
+        return [it.row for it in items]
+
+    def _groups(self, todo: list[_Item]) -> Iterator[list[_Item]]:
+        """`todo` in groups (see `group_by_pixels`); sizes come from the file headers, lazily."""
+        def pixels(it: _Item) -> int:
+            try:
+                w, h = image_size(it.src)
+                return w * h
+            except Exception:
+                return 0  # decoding reports the real error
+        yield from group_by_pixels(todo, pixels, self.cfg.group_size, self.cfg.group_pixels)
+
+    def _repair_group(self, group: list[_Item], futs: list[Future], writes: list[tuple[_Item, Future]],
+                      workers: ThreadPoolExecutor, pool: ThreadPoolExecutor) -> None:
+        ready = []
+        for it, f in zip(group, futs, strict=True):
+            try:
+                it.image = f.result()
+                ready.append(it)
+            except Exception as exc:
+                self._fail(it, exc)
+        probs, share = self._detect([it.image.rgb for it in ready])
+        found = []
+        for it, prob in zip(ready, probs, strict=True):
+            it.work_s += share
+            if isinstance(prob, BaseException):
+                self._fail(it, prob)
+            else:
+                found.append((it, prob))
+        results = self.repair_images([it.image.rgb for it, _ in found], [pr for _, pr in found], workers)
+        for (it, _), (res, secs) in zip(found, results, strict=True):
+            it.work_s += secs
+            if isinstance(res, BaseException):
+                self._fail(it, res)
+                continue
+            out, mask, iters = res
+            it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=iters)
+            writes.append((it, pool.submit(self._write, it, it.image, out, mask, iters)))
+        for it in group:
+            it.image = None  # free pixels now, not at the end of the run
 
     @contextlib.contextmanager
     def _stage(self, it: _Item, name: str) -> Iterator[None]:
@@ -346,7 +401,9 @@ class RepairEngine:
 
     def _decode(self, it: _Item) -> LoadedImage:
         with self._stage(it, "decode"):
-            img = read_image(it.src)
+            st = os.stat(it.src)
+            it.row.update(input_bytes=st.st_size, input_mtime_ns=st.st_mtime_ns)
+            img = read_image(it.src, max_pixels=self.cfg.max_pixels)
         it.row.update(height=img.rgb.shape[0], width=img.rgb.shape[1])
         return img
 
@@ -375,20 +432,19 @@ class RepairEngine:
                 out.append(exc)
         return out
 
-    def _write(self, it: _Item, src: LoadedImage, out: np.ndarray, mask: np.ndarray, iters: int,
-               masks_dir: str | Path | None) -> None:
+    def _write(self, it: _Item, src: LoadedImage, out: np.ndarray, mask: np.ndarray, iters: int) -> None:
+        """Image first, mask second, the record last (`_drain`): a kill in between leaves it not done."""
         with self._stage(it, "encode"):
+            images = self.staging[0]
             if iters == 0:  # nothing to repair: the original bytes, bit for bit
-                tmp = it.out.with_name(f".{it.out.name}.copy.tmp")
-                it.out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(it.src, tmp)
-                tmp.replace(it.out)
+                images.copy(it.src, it.out)
             else:
-                data = encode_image(out, it.out.suffix, alpha=src.alpha, mode=src.mode,
-                                    jpeg_quality=self.cfg.jpeg_quality, icc_profile=src.icc_profile)
-                atomic_write_bytes(it.out, data)
-            if masks_dir is not None:
-                write_mask(Path(masks_dir) / f"{it.rel}.mask.png", mask)
+                images.write_bytes(it.out, encode_image(out, it.out.suffix, jpeg_quality=self.cfg.jpeg_quality,
+                                                        source=src))
+            st = os.stat(it.out)
+            it.row.update(output_bytes=st.st_size, output_mtime_ns=st.st_mtime_ns)
+            if it.row["mask"]:
+                self.staging[-1].write_bytes(it.row["mask"], encode_mask(mask))
 
     def _drain(self, writes: list[tuple[_Item, Future]], block: bool) -> list[tuple[_Item, Future]]:
         pending = []
@@ -398,8 +454,10 @@ class RepairEngine:
                 continue
             try:
                 f.result()
-                it.row.update(status="ok", seconds=round(it.work_s, 4))
-                self.analyzer.count("images_ok")
+                status = "ok" if it.row["iterations"] else "clean"
+                it.row.update(status=status, error="", seconds=round(it.work_s, 4))
+                self.analyzer.count(f"images_{status}")
+                self._record.append(it.row)
             except Exception as exc:
                 self._fail(it, exc)
         return pending
@@ -410,25 +468,160 @@ class RepairEngine:
             msg = f"out of memory: {exc}"
         else:
             msg = f"{type(exc).__name__}: {exc}"
-        it.row.update(status="failed", error=" ".join(msg.split())[:500], seconds=round(it.work_s, 4))
+        it.row.update(status="failed", error=" ".join(msg.split())[:500], seconds=round(it.work_s, 4),
+                      output_bytes="", output_mtime_ns="")
         it.image = None
         self.analyzer.count("images_failed")
+        if self._record is not None:
+            self._record.append(it.row)
         log.warning("failed %s: %s", it.src, msg)
 
 
-def write_manifest(rows: list[dict[str, Any]], path: str | Path) -> None:
+T = TypeVar("T")
+
+
+def group_by_pixels(items: Iterable[T], pixels: Callable[[T], int], group_size: int,
+                    group_pixels: int) -> Iterator[list[T]]:
+    """Consecutive items, at most `group_size` of them and `group_pixels` pixels together.
+
+    An image over the budget forms a group of its own (`max_pixels` bounds it).
+    """
+    group: list[T] = []
+    total = 0
+    for it in items:
+        n = pixels(it)
+        if group and (len(group) >= group_size or total + n > group_pixels):
+            yield group
+            group, total = [], 0
+        group.append(it)
+        total += n
+    if group:
+        yield group
+
+
+# Peak RSS of a repair process, measured on 12-MP photos (docs/DEVNOTES.md, "Repair memory"):
+# about 800 MB of libraries and model, plus about 100 bytes per pixel of the largest group
+# (decoded pixels, probabilities, masks, and every image of it inpainted at once).
+BASE_MB, BYTES_PER_GROUP_PIXEL = 800, 100
+
+
+def chunk_mem_mb(pixels: list[int], cfg: RepairConfig | dict | None = None) -> int:
+    """Memory (MB) a job repairing images of these pixel counts needs, by the engine's own grouping."""
+    if isinstance(cfg, dict) or cfg is None:
+        keys = {f.name for f in fields(RepairConfig)}
+        cfg = RepairConfig(**{k: v for k, v in (cfg or {}).items() if k in keys})
+    biggest = max((sum(g) for g in group_by_pixels(pixels, int, cfg.group_size, cfg.group_pixels)), default=0)
+    return int(BASE_MB + BYTES_PER_GROUP_PIXEL * biggest / 2**20) + 1
+
+
+def check_paths(input_root: str | Path, output_root: str | Path, manifest: str | Path,
+                masks_dir: str | Path | None = None) -> None:
+    """Refuse overlaps between the input and what a repair writes, and unwritable outputs (PathError)."""
+    check_no_overlap({"--input": input_root},
+                     {"--output": output_root, "--save-masks": masks_dir, "--manifest": manifest},
+                     files=("--manifest",))
+    ensure_writable_dir("--output", output_root)
+    if masks_dir:
+        ensure_writable_dir("--save-masks", masks_dir)
+    ensure_writable_file("--manifest", manifest)
+
+
+def new_row(src: Path, out: Path, mask: Path | None) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(MANIFEST_FIELDS, "")
+    row.update(input=str(src), output=str(out), mask=str(mask) if mask else "", iterations=0, seconds=0.0)
+    return row
+
+
+def _stat_matches(path: str, size: Any, mtime_ns: Any) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return str(st.st_size) == str(size) and str(st.st_mtime_ns) == str(mtime_ns)
+
+
+def is_done(prev: dict[str, Any], row: dict[str, Any]) -> bool:
+    """`prev` (a manifest row) still describes a finished repair of `row`'s input: nothing to redo.
+
+    Done means: it ended ok or clean, the input is the same file (size and
+    mtime), the output is the very file that run wrote, and the mask exists when
+    masks are asked for. A zero-byte or truncated output, one written by
+    anything else, or a missing mask is redone.
+    """
+    if prev.get("status") not in ("ok", "clean") or prev.get("output") != row["output"]:
+        return False
+    if not _stat_matches(row["input"], prev.get("input_bytes"), prev.get("input_mtime_ns")):
+        return False
+    if not _stat_matches(row["output"], prev.get("output_bytes"), prev.get("output_mtime_ns")):
+        return False
+    if row["mask"]:
+        if prev.get("mask") != row["mask"]:
+            return False
+        try:
+            return os.stat(row["mask"]).st_size > 0
+        except OSError:
+            return False
+    return True
+
+
+def _csv_text(rows: list[dict[str, Any]], header: bool) -> str:
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, extrasaction="ignore")
-    w.writeheader()
+    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, extrasaction="ignore", lineterminator="\n")
+    if header:
+        w.writeheader()
     w.writerows(rows)
-    atomic_write_bytes(Path(path), buf.getvalue().encode())
+    return buf.getvalue()
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")  # file names need not be valid UTF-8
+
+
+def write_manifest(rows: list[dict[str, Any]], path: str | Path) -> None:
+    atomic_write_bytes(Path(path), _encode(_csv_text(rows, header=True)))
+
+
+def read_manifest(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier manifest by input path; the last row of an input wins; a torn last line is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for r in rows:
+        if None in r.values() or None in r or r.get("status") not in STATUSES:
+            continue  # a line cut short by a kill, or not a manifest row
+        out[r["input"]] = {k: r.get(k, "") for k in MANIFEST_FIELDS}
+    return out
+
+
+class ManifestWriter:
+    """The manifest as the run goes: earlier rows first, each finished image appended and flushed.
+
+    A kill loses at most the images in flight; `close` rewrites it whole, in input order.
+    """
+
+    def __init__(self, path: Path, first_rows: list[dict[str, Any]]) -> None:
+        self.path = path
+        write_manifest(first_rows, path)
+        self.f = open(path, "ab")  # noqa: SIM115 - appended to for the life of the run
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.f.write(_encode(_csv_text([row], header=False)))
+        self.f.flush()
+
+    def close(self, rows: list[dict[str, Any]]) -> None:
+        self.f.close()
+        write_manifest(rows, self.path)
 
 
 def build_engine(model: str | Path, optimization: Any = None, predict_config: Any = None,
                  repair_config: RepairConfig | None = None, inpaint: dict[str, Any] | None = None,
-                 device: str = "auto", threads: int = 0, optimized: bool = True) -> RepairEngine:
+                 device: str = "auto", threads: int = 0, optimized: bool = True,
+                 verify_model: bool = True) -> RepairEngine:
     """Predictor + IOPaint inpainter + engine, as the CLI and the workflow both use them.
 
     The inpaint model is checked (weights present, IOPaint importable) *before*
@@ -445,7 +638,7 @@ def build_engine(model: str | Path, optimization: Any = None, predict_config: An
     dev = resolve_device(device)
     inpainter = Inpainter(name=inp.pop("model", "cv2"), device=dev.type, **inp)
     predictor = OptimizedWatermarkPredictor(model, opt, predict_config, device=str(dev), threads=threads,
-                                            optimized=optimized)
+                                            optimized=optimized, verify_model=verify_model)
     rc.io_workers = rc.io_workers or predictor.opt.repair.io_workers
     rc.inpaint_workers = rc.inpaint_workers or predictor.opt.repair.inpaint_workers
     return RepairEngine(predictor, inpainter, rc)

@@ -1,9 +1,10 @@
-"""Helpers for the thin rule scripts: route output to the rule's log, set threads."""
+"""Workflow glue: config checks that run before any job, and helpers for the thin rule scripts."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -29,3 +30,54 @@ def settings(snakemake: Any):
     from wmrepair.settings import Settings
 
     return Settings.from_config(snakemake.config)
+
+
+def written_dirs(config: dict[str, Any]) -> dict[str, str]:
+    """The folders a run of this config writes, by the name a user sees in an error."""
+    res = config["results"]
+    out = {f"results ({res}/{d})": f"{res}/{d}" for d in ("repair", "eval", "report", "benchmarks")}
+    out["logs"] = config["logs"]
+    if not config["data"]["train_dir"] or not config["repair"]["input_dir"]:
+        out[f"results ({res}/data)"] = f"{res}/data"
+    if not config["model"]["path"]:
+        out.update({f"results ({res}/{d})": f"{res}/{d}" for d in ("cache", "train", "model")})
+    return out
+
+
+def check_config(config: dict[str, Any], cwd: str | Path | None = None) -> None:
+    """The checks a schema cannot make; ValueError with one line naming the setting.
+
+    Folders exist, an input folder holds images, nothing the run writes overlaps
+    anything it reads (both directions), and `results`/`logs` are folders of
+    their own (not '', '/', a system folder or the working folder).
+    """
+    from wmrepair.files import PathError, check_dedicated_dir, check_no_overlap
+    from wmrepair.imageio import IMAGE_EXTS, iter_images
+
+    data, rep, model = config["data"], config["repair"], config["model"]
+    if bool(data["train_dir"]) != bool(data["val_dir"]):
+        raise ValueError("data.train_dir and data.val_dir must be set together")
+    folders = {"data.train_dir": data["train_dir"], "data.val_dir": data["val_dir"],
+               "repair.input_dir": rep["input_dir"], "repair.clean_dir": rep.get("clean_dir"),
+               "repair.mask_dir": rep.get("mask_dir"), "inpaint.model_dir": config.get("inpaint", {}).get("model_dir")}
+    for key, d in folders.items():
+        if d and not Path(d).is_dir():
+            raise ValueError(f"{key}: folder {d} does not exist")
+    if rep["input_dir"] and next(iter_images(rep["input_dir"]), None) is None:
+        raise ValueError(f"repair.input_dir: no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under {rep['input_dir']}")
+    if model["path"] and not Path(model["path"]).is_file():
+        raise ValueError(f"model.path: file {model['path']} does not exist")
+    try:
+        for key in ("results", "logs"):
+            check_dedicated_dir(key, config.get(key), cwd)
+        check_no_overlap({**{k: v for k, v in folders.items() if v}, "model.path": model["path"]},
+                         written_dirs(config))
+    except PathError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def input_listing(input_dir: str | Path | None) -> str:
+    """The rerun trigger of `split_inputs`: a user folder's listing fingerprint (synthetic inputs follow synth.json)."""
+    from wmrepair.chunks import listing_fingerprint
+
+    return listing_fingerprint(input_dir) if input_dir else "synthetic"

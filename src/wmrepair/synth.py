@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tqdm import tqdm
 
+from wmrepair.files import atomic_write_bytes
 from wmrepair.hardware import usable_cpus
-from wmrepair.imageio import atomic_write_bytes, encode_image, write_mask
+from wmrepair.imageio import encode_image, write_mask
 
 TRAIN_WORDS = ["SAMPLE", "PREVIEW", "stock", "Photo", "COPYRIGHT", "draft", "(c) 2024",
                "PROOF", "studio", "Getty", "shutter", "www.pics.com", "CONFIDENTIAL", "demo",

@@ -21,24 +21,14 @@ def _validate_config():
         where = ".".join(str(p) for p in err.absolute_path) if err is not None else "?"
         msg = err.message if err is not None else str(exc).splitlines()[0]
         sys.exit(f"wmrepair config error: {where}: {msg}")
-    try:
-        from wmrepair.config import OptimizationConfig
+    from wmrepair.config import OptimizationConfig
+    from wmrepair.smk import check_config
 
+    try:
         OptimizationConfig.from_dict(config["optimization"])
+        check_config(config)
     except ValueError as exc:
         sys.exit(f"wmrepair config error: {exc}")
-    if bool(config["data"]["train_dir"]) != bool(config["data"]["val_dir"]):
-        sys.exit("wmrepair config error: data.train_dir and data.val_dir must be set together")
-    for key in ("train_dir", "val_dir"):
-        d = config["data"][key]
-        if d and not Path(d).is_dir():
-            sys.exit(f"wmrepair config error: data.{key}: folder {d} does not exist")
-    d = config["repair"]["input_dir"]
-    if d and not Path(d).is_dir():
-        sys.exit(f"wmrepair config error: repair.input_dir: folder {d} does not exist")
-    m = config["model"]["path"]
-    if m and not Path(m).is_file():
-        sys.exit(f"wmrepair config error: model.path: file {m} does not exist")
 
 
 _validate_config()
@@ -94,6 +84,23 @@ def ground_truth(kind):
     return config["repair"][f"{kind[:-1] if kind == 'masks' else kind}_dir"]
 
 
+def input_listing():
+    from wmrepair.smk import input_listing as listing
+
+    return listing(config["repair"]["input_dir"])
+
+
+def chunk_mem_mb(wildcards):
+    """Memory (MB) a repair_chunk job asks for before the retry multiplier: `repair.mem_mb`, or
+    what its largest group of images needs (pixel counts from the chunk list)."""
+    from wmrepair.chunks import chunk_pixels
+    from wmrepair.repair import chunk_mem_mb as mem
+
+    if config["repair"].get("mem_mb"):
+        return config["repair"]["mem_mb"]
+    return mem(chunk_pixels(f"{RESULTS}/repair/chunks/chunk_{wildcards.i}.jsonl"), config["repair"])
+
+
 def model_file():
     return config["model"]["path"] if USE_OWN_MODEL else f"{RESULTS}/model/model.pt"
 
@@ -107,7 +114,7 @@ def settings_of(*sections):
 def chunk_manifests(wildcards):
     """All chunk manifests, known once the split_inputs checkpoint has run."""
     out = checkpoints.split_inputs.get().output[0]
-    ids = glob_wildcards(f"{out}/chunk_{{i}}.txt").i
+    ids = glob_wildcards(f"{out}/chunk_{{i}}.jsonl").i
     return expand(f"{RESULTS}/repair/manifests/chunk_{{i}}.csv", i=sorted(ids))
 
 

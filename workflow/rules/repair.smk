@@ -10,6 +10,8 @@ checkpoint split_inputs:
     params:
         input_dir=repair_input_dir(),
         chunk_size=config["repair"]["chunk_size"],
+        # Added, removed or changed images rerun the split; only the chunks they fall in are new.
+        listing=lambda wc: input_listing(),
     conda:
         "../envs/wmrepair.yaml"
     script:
@@ -18,7 +20,9 @@ checkpoint split_inputs:
 
 rule repair_chunk:
     input:
-        chunk=f"{RESULTS}/repair/chunks/chunk_{{i}}.txt",
+        # ancient: a re-split rewrites every list; a chunk's name is the hash of its content,
+        # so an unchanged name means unchanged images (only new names run).
+        chunk=ancient(f"{RESULTS}/repair/chunks/chunk_{{i}}.jsonl"),
         model=model_file(),
     output:
         manifest=f"{RESULTS}/repair/manifests/chunk_{{i}}.csv",
@@ -34,7 +38,7 @@ rule repair_chunk:
     threads: job_threads()
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: config["repair"]["mem_mb"] * attempt,
+        mem_mb=lambda wc, attempt: chunk_mem_mb(wc) * attempt,
     conda:
         "../envs/wmrepair.yaml"
     script:
