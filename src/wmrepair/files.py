@@ -206,7 +206,8 @@ def check_dedicated_dir(name: str, path: str | Path | None, cwd: str | Path | No
     """A folder a run fills with its own files: not empty, not /, not a system folder, not the working folder or above it."""
     if path is None or not str(path).strip():
         raise PathError(f"{name} is empty: name a folder for the run's files, e.g. results")
-    p, here = _real(path), _real(cwd or os.getcwd())
+    here = _real(cwd or os.getcwd())
+    p = _real(here / os.path.expanduser(str(path)))  # relative to the working folder; an absolute path stays
     if p == Path(p.anchor) or any(_within(p, s) for s in _SYSTEM) or p == _real(Path.home()) or _within(here, p):
         raise PathError(f"{name}: {path} resolves to {p}, which is not a folder of its own "
                         "(the filesystem root, a system folder, your home or the working folder or above it)")
