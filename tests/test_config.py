@@ -113,3 +113,36 @@ def test_long_training_overlay_merges_onto_the_default():
     t = Settings.from_config(cfg).train
     assert (t.epochs, t.patience, t.progressive_fraction) == (108, 0, 0) and t.time_budget_s > 3 * base["train"]["time_budget_s"]
     assert t.model == base["train"]["model"] and t.lr == base["train"]["lr"]
+
+
+@pytest.mark.parametrize("level, io, cleanup, inpaint", [
+    ("conservative", 1, 10, 1), ("balanced", 2, 50, None), ("aggressive", 4, 200, None)])
+def test_the_level_reaches_the_workflows_repair_engine(tiny_model_file, level, io, cleanup, inpaint):
+    """The engine repair_chunk builds (Settings from the config, then build_engine) runs with the level's values."""
+    import yaml
+
+    from wmrepair.hardware import usable_cpus
+    from wmrepair.repair import build_engine
+    from wmrepair.settings import DEFAULT_CONFIG, Settings
+
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg["optimization"] = {"level": level, "model": {"int8": False, "compile_model": False}}
+    s = Settings.from_config(cfg)
+    eng = build_engine(tiny_model_file, s.optimization, s.predict, s.repair, s.inpaint)
+    assert (eng.io_workers, eng.memory.config.cleanup_interval) == (min(io, 2 * usable_cpus()), cleanup)
+    assert eng.inpaint_workers == (inpaint or usable_cpus())  # 0 = one per core for cv2
+    s.repair.pause_interval, s.repair.io_workers = 7, 3  # explicit repair settings override the level
+    eng = build_engine(tiny_model_file, s.optimization, s.predict, s.repair, s.inpaint)
+    assert (eng.io_workers, eng.memory.config.cleanup_interval) == (3, 7)
+
+
+def test_select_best_follows_the_monitors_direction(tmp_path):
+    from wmrepair.checkpoints import CheckpointManager, select_best
+
+    for monitor, want in (("val_loss", 2), ("val_iou", 3)):
+        d = tmp_path / monitor
+        ck = CheckpointManager(d, top_k=3, monitor=monitor, mode="min" if monitor == "val_loss" else "max")
+        for epoch, (loss, iou) in enumerate([(0.9, 0.1), (0.2, 0.3), (0.5, 0.6)], start=1):
+            ck.save(epoch, {"val_loss": loss, "val_iou": iou}, {}, {})
+        path, meta = select_best(d, monitor)
+        assert meta["epoch"] == want, (monitor, meta)

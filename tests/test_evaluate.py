@@ -34,3 +34,67 @@ def test_interval_of_a_mean_and_too_few_images():
     lo, hi = bootstrap_ci(g, lambda x: x.mean(axis=-1))
     assert 1.0 <= lo < g.mean() < hi <= 10.0
     assert bootstrap_ci(np.array([5.0]), lambda x: x.mean(axis=-1)) is None
+
+
+def test_harm_figures_on_known_images(tmp_path):
+    """Four images with known truth: an unmarked copy, an unmarked image altered, a marked one
+    repaired, a marked one made worse. The figures follow from the pixels alone."""
+    from PIL import Image
+
+    from wmrepair.evaluate import evaluate
+    from wmrepair.repair import write_manifest
+
+    rng = np.random.default_rng(0)
+    dirs = {k: tmp_path / k for k in ("in", "out", "clean", "masks", "pred")}
+    for d in dirs.values():
+        d.mkdir()
+    rows = []
+    for name, marked, outcome in (("a", False, "copy"), ("b", False, "alter"), ("c", True, "fix"), ("d", True, "worse")):
+        clean = rng.integers(60, 200, (32, 32, 3), dtype=np.uint8)
+        mask = np.zeros((32, 32), bool)
+        if marked:
+            mask[8:16, 4:28] = True
+        wm = clean.copy()
+        wm[mask] = 255
+        out = {"copy": wm, "fix": clean, "alter": np.clip(wm.astype(int) + 20, 0, 255).astype(np.uint8),
+               "worse": np.clip(wm.astype(int) - 60, 0, 255).astype(np.uint8)}[outcome]
+        pred = mask.copy() if marked else np.zeros_like(mask)
+        if outcome == "alter":
+            pred[0:4, 0:8] = True  # 32 false pixels on an unmarked image
+        Image.fromarray(clean).save(dirs["clean"] / f"{name}.png")
+        Image.fromarray(wm).save(dirs["in"] / f"{name}.png")
+        Image.fromarray(out).save(dirs["out"] / f"{name}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(dirs["masks"] / f"{name}.png")
+        Image.fromarray(pred.astype(np.uint8) * 255).save(dirs["pred"] / f"{name}.png.mask.png")
+        rows.append({"input": str(dirs["in"] / f"{name}.png"), "output": str(dirs["out"] / f"{name}.png"),
+                     "status": "clean" if outcome == "copy" else "ok"})
+    write_manifest(rows, tmp_path / "manifest.csv")
+    m = evaluate(tmp_path / "manifest.csv", dirs["in"], dirs["clean"], dirs["masks"], dirs["pred"])
+    assert (m["n_marked"], m["n_unmarked"]) == (2, 2)
+    assert (m["clean_altered"], m["clean_altered_share"]) == (1, 0.5)
+    assert (m["marked_worse"], m["marked_worse_share"]) == (1, 0.5)
+    assert m["false_mark_share"] == pytest.approx(32 / (2 * 8 * 24 + 32))  # the pixels predicted on 'b'
+    assert m["mask_iou"] == 1.0  # on the marked images, whose masks are exact
+    assert m["worst_psnr_change_db"] < -1 and m["psnr_input"] < 100
+
+
+def test_real_photo_set_pairs_each_picture_marked_and_unmarked(tmp_path):
+    from wmrepair import realphotos
+
+    if realphotos.missing_packages():
+        pytest.skip(f"Debian packages {' '.join(realphotos.missing_packages())} not installed (.ci/run installs them)")
+    from PIL import Image
+
+    from wmrepair.imageio import read_mask
+
+    styles = realphotos.build(tmp_path, limit=4)
+    assert sorted(set(styles.values())) == ["corner", "logo", "none", "tiled", "word"]
+    for stem, style in styles.items():
+        mask = read_mask(tmp_path / "masks" / f"{stem}.png")
+        assert mask.any() == (style != "none"), stem
+        with Image.open(tmp_path / "watermarked" / f"{stem}.jpg") as im:
+            assert max(im.size) == realphotos.LONG_SIDE
+    # The pictures are not among training's backgrounds or fonts.
+    from wmrepair.synth import TRAIN_FONTS
+
+    assert not set(realphotos.FONTS) & set(TRAIN_FONTS)

@@ -102,8 +102,14 @@ class CheckpointManager:
         self.kept = [k for k in kept if (self.dir / k["path"]).exists()]
 
 
-def select_best(checkpoint_dir: str | Path, monitor: str = "val_iou", mode: str = "max") -> tuple[Path, dict]:
-    """The best checkpoint in a folder, by the metric stored inside each file."""
+def monitor_mode(monitor: str) -> str:
+    """Whether higher ("max") or lower ("min") values of a validation metric are better."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+def select_best(checkpoint_dir: str | Path, monitor: str = "val_iou", mode: str | None = None) -> tuple[Path, dict]:
+    """The best checkpoint in a folder, by the metric stored inside each file (`mode` from the metric's name)."""
+    mode = mode or monitor_mode(monitor)
     cands = []
     for p in sorted(Path(checkpoint_dir).glob("epoch_*.pt")):
         meta = load(p)["meta"]

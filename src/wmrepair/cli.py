@@ -137,8 +137,7 @@ def cmd_repair(a: argparse.Namespace) -> int:
         opt.batch.max_batch_size = max(opt.batch.max_batch_size, a.batch_size)
         opt.batch.min_batch_size = min(opt.batch.min_batch_size, a.batch_size)
     rc = RepairConfig(skip_existing=not a.overwrite, jpeg_quality=a.jpeg_quality,
-                      image_timeout_s=a.timeout, io_workers=opt.repair.io_workers,
-                      pause_interval=a.pause_interval or opt.memory.cleanup_interval)
+                      image_timeout_s=a.timeout, pause_interval=a.pause_interval)
     if a.max_iterations is not None:
         rc.max_iterations = a.max_iterations
     if a.threshold is not None:
@@ -189,7 +188,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from wmrepair import bench
 
-    return bench.main(a.what, out_dir=a.out, quick=a.quick)
+    return bench.main(a.what, out_dir=a.out, quick=a.quick, model=a.model)
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -326,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("bench", help="side-by-side benchmarks (naive vs optimised)")
-    s.add_argument("what", choices=["train", "predict", "repair", "all"])
+    s.add_argument("what", choices=["train", "predict", "repair", "real", "all"],
+                   help="real: detection, repair and harm on Debian wallpaper photos training never sees "
+                        "(installs mate-backgrounds, ukui-wallpapers, fonts-freefont-ttf; not part of all)")
+    s.add_argument("--model", help="detector to measure (default results/model/model.pt)")
     s.add_argument("--out", default="benchmarks/out", help="where JSON results go")
     s.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     s.set_defaults(fn=cmd_bench)

@@ -67,7 +67,6 @@ class TrainingExecConfig:
 @dataclass
 class RepairExecConfig:
     io_workers: int = 2  # threads decoding/encoding while the model runs
-    image_timeout_s: float = 120.0
     inpaint_workers: int = 0  # images inpainted at once (0 = one per core for cv2, else 1)
 
 

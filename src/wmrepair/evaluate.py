@@ -25,8 +25,14 @@ def _by_stem(d: Path | None) -> dict[str, Path]:
     return {str(r.with_suffix("")): Path(d) / r for r in list_images(d)}
 
 
+PSNR_CAP_DB = 100.0  # identical images: a finite figure (an unmarked image copied as it was)
+WORSE_DB = 0.1  # a marked image "made worse": its PSNR against the clean image fell by more than this
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(peak_signal_noise_ratio(b, a, data_range=255))
+    if np.array_equal(a, b):
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, float(peak_signal_noise_ratio(b, a, data_range=255)))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,16 +76,20 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
         stem = str(Path(rel).with_suffix(""))
         rec: dict[str, Any] = {"input": r.input, "status": r.status}
         c = np.zeros(3, np.int64)
+        gt = masks.get(stem)
+        if gt is not None:
+            gt_mask = read_mask(gt)
+            rec["marked"] = bool(gt_mask.any())
         if r.status in ("ok", "clean", "skipped") and Path(r.output).exists():
+            i, o = read_image(r.input).rgb, read_image(r.output).rgb
+            rec["altered"] = not np.array_equal(i, o)
             clean = cleans.get(stem)
             if clean is not None:
                 cl = read_image(clean).rgb
-                i, o = read_image(r.input).rgb, read_image(r.output).rgb
                 rec.update(psnr_input=psnr(i, cl), psnr_output=psnr(o, cl), ssim_input=ssim(i, cl), ssim_output=ssim(o, cl))
-            gt = masks.get(stem)
             pm = Path(pred_masks_dir) / f"{rel}.mask.png" if pred_masks_dir else None
             if gt is not None and pm is not None and pm.exists():
-                c = confusion(torch.from_numpy(read_mask(pm)), torch.from_numpy(read_mask(gt))).numpy()
+                c = confusion(torch.from_numpy(read_mask(pm)), torch.from_numpy(gt_mask)).numpy()
                 rec["mask_iou"], rec["mask_f1"] = iou_f1(c)
         return rec, c
 
@@ -87,8 +97,11 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
     with ThreadPoolExecutor(usable_cpus()) as pool:
         scored = list(pool.map(score, rows.itertuples()))
     per = [rec for rec, _ in scored]
-    # [tp, fp, fn] of each image with a ground-truth mask: their sum is the figure, the rows its interval.
-    image_counts = np.array([c for rec, c in scored if "mask_iou" in rec], np.int64).reshape(-1, 3)
+    # [tp, fp, fn] of each marked image with a ground-truth mask: their sum is the figure, the
+    # rows its interval. Unmarked images count in the harm figures instead.
+    image_counts = np.array([c for rec, c in scored if "mask_iou" in rec and rec.get("marked")],
+                            np.int64).reshape(-1, 3)
+    all_counts = np.array([c for rec, c in scored if "mask_iou" in rec], np.int64).reshape(-1, 3).sum(axis=0)
     counts = image_counts.sum(axis=0)
     df = pd.DataFrame(per)
 
@@ -118,9 +131,41 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
     if counts.sum():
         out["mask_iou"], out["mask_f1"] = iou_f1(counts.tolist())
         out["mask_iou_ci95"] = bootstrap_ci(image_counts, pooled_iou)
+    out.update(harm(df, all_counts))
     if per_image_csv:
-        cols = ["input", "status", "psnr_input", "psnr_output", "ssim_input", "ssim_output", "mask_iou", "mask_f1"]
+        cols = ["input", "status", "marked", "altered", "psnr_input", "psnr_output", "ssim_input", "ssim_output",
+                "mask_iou", "mask_f1"]
         df.reindex(columns=cols).to_csv(per_image_csv, index=False)
+    return out
+
+
+def harm(per_image: pd.DataFrame, counts: np.ndarray | None = None) -> dict[str, Any]:
+    """What the repair damaged: unmarked images altered, marked images made worse, the worst PSNR change,
+    and the share of predicted mask pixels that are not mark (`counts`: pooled [tp, fp, fn]).
+
+    An image is marked or not by its ground-truth mask; without masks these figures are None.
+    """
+    df = per_image
+    out: dict[str, Any] = {"n_marked": None, "n_unmarked": None, "clean_altered": None, "clean_altered_share": None,
+                           "marked_worse": None, "marked_worse_share": None, "worst_psnr_change_db": None,
+                           "false_mark_share": None}
+    if "marked" not in df or df["marked"].isna().all():
+        return out
+    judged = df[df["marked"].notna() & df.get("altered", pd.Series(index=df.index, dtype=object)).notna()]
+    marked, unmarked = judged[judged["marked"].astype(bool)], judged[~judged["marked"].astype(bool)]
+    out.update(n_marked=len(marked), n_unmarked=len(unmarked))
+    if len(unmarked):
+        out["clean_altered"] = int(unmarked["altered"].astype(bool).sum())
+        out["clean_altered_share"] = out["clean_altered"] / len(unmarked)
+    if "psnr_output" in df:
+        change = (df["psnr_output"] - df["psnr_input"]).dropna()
+        out["worst_psnr_change_db"] = float(change.min()) if len(change) else None
+        m = marked.dropna(subset=["psnr_output"])
+        if len(m):
+            out["marked_worse"] = int((m["psnr_output"] < m["psnr_input"] - WORSE_DB).sum())
+            out["marked_worse_share"] = out["marked_worse"] / len(m)
+    if counts is not None and counts[:2].sum():
+        out["false_mark_share"] = float(counts[1] / counts[:2].sum())
     return out
 
 

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,12 +78,14 @@ class RepairConfig:
     group_pixels: int = 24_000_000
     max_pixels: int = 120_000_000  # larger images get a failed row instead of exhausting memory
     image_timeout_s: float = 120.0
-    pause_interval: int = 50  # periodic memory cleanup every N images
-    io_workers: int = 2
-    # Images inpainted at once. 0 = one per usable core when the inpainter says it
-    # is thread-safe (IOPaint's cv2 model: C code without the GIL), else 1.
+    # None: the optimisation level's value (optimization.memory.cleanup_interval,
+    # optimization.repair.io_workers); a number here overrides the level.
+    pause_interval: int | None = None  # periodic memory cleanup every N images
+    io_workers: int | None = None
+    # Images inpainted at once. 0 = the level's optimization.repair.inpaint_workers, and where
+    # that is 0 too, one per usable core when the inpainter says it is thread-safe (IOPaint's
+    # cv2 model: C code without the GIL), else 1.
     inpaint_workers: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ImageTimeout(Exception):
@@ -205,15 +207,19 @@ class RepairEngine:
         self.inpaint = inpainter
         self.cfg = config or RepairConfig()
         self.memory = memory or predictor.memory
-        self.memory.config.cleanup_interval = self.cfg.pause_interval
+        level = predictor.opt.repair
+        if self.cfg.pause_interval:
+            self.memory.config.cleanup_interval = self.cfg.pause_interval
+        self.io_workers = self.cfg.io_workers or level.io_workers
         self.analyzer = analyzer or predictor.analyzer
         self.rss_trace: list[tuple[int, float]] = []  # (images done, RSS MB)
         self.resumed = 0  # images the last `run` found done and kept
         self._record: ManifestWriter | None = None
-        self.inpaint_workers = self.cfg.inpaint_workers or (
+        self.inpaint_workers = self.cfg.inpaint_workers or level.inpaint_workers or (
             usable_cpus() if getattr(inpainter, "thread_safe", False) else 1)
         self.analyzer.note_settings(inpaint_model=getattr(inpainter, "name", type(inpainter).__name__),
-                                    inpaint_workers=self.inpaint_workers)
+                                    inpaint_workers=self.inpaint_workers, io_workers=self.io_workers,
+                                    cleanup_interval=self.memory.config.cleanup_interval)
 
     # ---- images ----------------------------------------------------------
     def repair_image(self, rgb: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -322,7 +328,7 @@ class RepairEngine:
         bar.update(self.resumed)
         done = 0
         try:
-            with (ThreadPoolExecutor(max(1, self.cfg.io_workers), thread_name_prefix="wmrepair-io") as pool,
+            with (ThreadPoolExecutor(max(1, self.io_workers), thread_name_prefix="wmrepair-io") as pool,
                   ThreadPoolExecutor(self.inpaint_workers, thread_name_prefix="wmrepair-inpaint") as workers):
                 decodes: deque[tuple[list[_Item], list[Future]]] = deque()
                 writes: list[tuple[_Item, Future]] = []
@@ -639,6 +645,4 @@ def build_engine(model: str | Path, optimization: Any = None, predict_config: An
     inpainter = Inpainter(name=inp.pop("model", "cv2"), device=dev.type, **inp)
     predictor = OptimizedWatermarkPredictor(model, opt, predict_config, device=str(dev), threads=threads,
                                             optimized=optimized, verify_model=verify_model)
-    rc.io_workers = rc.io_workers or predictor.opt.repair.io_workers
-    rc.inpaint_workers = rc.inpaint_workers or predictor.opt.repair.inpaint_workers
     return RepairEngine(predictor, inpainter, rc)

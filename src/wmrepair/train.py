@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from wmrepair.checkpoints import CheckpointManager, EarlyStopping, load
+from wmrepair.checkpoints import CheckpointManager, EarlyStopping, load, monitor_mode
 from wmrepair.config import OptimizationConfig, adapt_to_hardware
 from wmrepair.losses import confusion, iou_f1, segmentation_loss
 from wmrepair.model import UNet, UNetConfig, build_model
@@ -43,7 +43,6 @@ class TrainConfig:
     warmup_frac: float = 0.05  # share of optimiser steps spent warming up
     min_lr_ratio: float = 0.02
     crop: int = 128  # training crop side (pixels)
-    cache_size: int = 256  # cached image side
     scale_range: tuple[float, float] = (0.5, 1.0)
     # Progressive resizing: the first `progressive_fraction` of the epochs train on samples
     # shrunk to `progressive_size` (vs 256: ~3x the samples/s at 128, ~4x at 96), the rest at
@@ -223,7 +222,7 @@ class OptimizedTrainer:
         steps_per_epoch = max(1, len(self._loader(train_ds, True, 0)) // accum)
         total_steps = steps_per_epoch * cfg.epochs
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, cfg))
-        stopper = EarlyStopping(cfg.patience, cfg.min_delta, "max" if cfg.monitor != "val_loss" else "min")
+        stopper = EarlyStopping(cfg.patience, cfg.min_delta, monitor_mode(cfg.monitor))
         ckpts = CheckpointManager(self.ckpt_dir, cfg.top_k, cfg.monitor, stopper.mode)
         history: list[dict[str, float]] = []
         start_epoch = 0
