@@ -7,7 +7,7 @@ from wmrepair.config import BatchConfig
 
 @pytest.mark.parametrize("oom", SIMULATED_OOMS, ids=lambda e: type(e).__name__ + ":" + str(e)[:25])
 def test_oom_halves_retries_same_items_and_regrows(oom):
-    cfg = BatchConfig(initial_batch_size=8, min_batch_size=1, max_batch_size=8, adaptation_rate=2, grow_after=2)
+    cfg = BatchConfig(initial_batch_size=8, min_batch_size=1, max_batch_size=8, adaptation_rate=1.0, grow_after=2)
     proc = AdaptiveBatchProcessor(cfg)
     processed = []
     fail_once = {"armed": True}

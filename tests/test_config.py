@@ -146,3 +146,32 @@ def test_select_best_follows_the_monitors_direction(tmp_path):
             ck.save(epoch, {"val_loss": loss, "val_iou": iou}, {}, {})
         path, meta = select_best(d, monitor)
         assert meta["epoch"] == want, (monitor, meta)
+
+
+def test_embedded_config_states_the_library_defaults():
+    """config/config.yaml and the settings dataclasses give every shared key the same default,
+    so `wmrepair train` or the Python API without a config train what `make run` trains."""
+    import dataclasses
+
+    import yaml
+
+    from wmrepair.model import UNetConfig
+    from wmrepair.predict import PredictConfig
+    from wmrepair.repair import RepairConfig
+    from wmrepair.settings import DEFAULT_CONFIG
+    from wmrepair.synth import SynthConfig
+    from wmrepair.train import TrainConfig
+
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    workflow_only = {"input_dir", "clean_dir", "mask_dir", "chunk_size", "mem_mb"}
+    for cls, section in ((TrainConfig, cfg["train"]), (UNetConfig, cfg["train"]["model"]),
+                         (PredictConfig, cfg["predict"]), (RepairConfig, cfg["repair"]),
+                         (SynthConfig, cfg["data"]["synth"])):
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(cls)}
+        for key, value in section.items():
+            if key in workflow_only:
+                continue
+            assert key in defaults, f"{cls.__name__} has no field {key}"
+            want = list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]
+            assert want == value, f"{cls.__name__}.{key}: config.yaml {value!r}, library {want!r}"

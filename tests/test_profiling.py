@@ -91,3 +91,15 @@ def test_training_curves_shade_the_progressive_epochs(tmp_path):
         return int((np.abs(a - 230).max(-1) <= 2).sum())
 
     assert grey_pixels([96] * 6 + [256] * 4) > 5000 > 20 * grey_pixels([256] * 10)  # (antialiased edges: a few)
+
+
+def test_report_names_the_device_and_level_the_repair_ran_on(tmp_path):
+    """With your own model there is no training summary: the repair profile says what ran."""
+    import json
+
+    from wmrepair.report import render_report
+
+    perf = tmp_path / "chunk_a.performance.json"
+    perf.write_text(json.dumps({"stages": {}, "settings": {"device": "cuda:0", "level": "aggressive"}}))
+    html = render_report(tmp_path / "r.html", performance={"chunk_a": perf}, level="balanced").read_text()
+    assert "optimisation level <b>aggressive</b> · cuda:0" in html

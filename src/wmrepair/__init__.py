@@ -1,11 +1,15 @@
 """wmrepair: find visible watermarks with a UNet and repair them with IOPaint, fast and memory-safe."""
 
 from wmrepair.batching import AdaptiveBatchProcessor
-from wmrepair.config import OptimizationConfig, adapt_to_hardware
+from wmrepair.config import OptimizationConfig, OptimizationLevel, adapt_to_hardware
 from wmrepair.manager import OptimizationManager, create_optimization_manager
 from wmrepair.memory import MemoryManager, is_oom_error, memory_optimized
-from wmrepair.monitor import ResourceMonitor
-from wmrepair.profiling import PerformanceAnalyzer, performance_profile
+from wmrepair.monitor import CUDAMonitor, ResourceMonitor, log_memory_usage
+from wmrepair.profiling import (
+    PerformanceAnalyzer,
+    get_global_performance_analyzer,
+    performance_profile,
+)
 
 __version__ = "0.1.0"
 
@@ -26,7 +30,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AdaptiveBatchProcessor", "MemoryManager", "OptimizationConfig", "OptimizationManager",
+    "AdaptiveBatchProcessor", "CUDAMonitor", "MemoryManager", "OptimizationConfig", "OptimizationLevel",
+    "OptimizationManager", "get_global_performance_analyzer", "log_memory_usage",
     "OptimizedTrainer", "OptimizedWatermarkPredictor", "PerformanceAnalyzer", "PredictConfig",
     "RepairConfig", "RepairEngine", "ResourceMonitor", "TrainConfig", "Inpainter", "UNet",
     "adapt_to_hardware", "create_optimization_manager", "is_oom_error", "memory_optimized",

@@ -62,7 +62,7 @@ class AdaptiveBatchProcessor(Generic[T, R]):
             return
         if self.memory is not None and not self.memory.headroom():
             return
-        new = min(self._ceiling, c.max_batch_size, max(self.batch_size + 1, int(self.batch_size * c.adaptation_rate)))
+        new = min(self._ceiling, c.max_batch_size, max(self.batch_size + 1, int(self.batch_size * (1 + c.adaptation_rate))))
         if new != self.batch_size:
             log.debug("batch size %d -> %d", self.batch_size, new)
             self.batch_size = new

@@ -8,8 +8,9 @@ one human-readable line per decision, so logs say *why* a feature is off.
 from __future__ import annotations
 
 import copy
+import enum
 import logging
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import InitVar, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,16 @@ from wmrepair.hardware import HardwareInfo, detect_hardware
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("conservative", "balanced", "aggressive", "custom")
+class OptimizationLevel(str, enum.Enum):
+    """The levels as an enum (plain strings work wherever a level is asked for)."""
+
+    CONSERVATIVE = "conservative"
+    BALANCED = "balanced"
+    AGGRESSIVE = "aggressive"
+    CUSTOM = "custom"
+
+
+LEVELS = tuple(level.value for level in OptimizationLevel)
 
 
 @dataclass
@@ -28,6 +38,11 @@ class MemoryConfig:
     pause_threshold: float = 0.92  # fraction above which work pauses until memory frees
     pause_timeout_s: float = 30.0  # give up pausing after this long (then carry on)
     cleanup_interval: int = 50  # periodic cleanup every N items (CLI: --pause-interval)
+    # Every cleanup also hands the CUDA cache and freed heap back to the system; otherwise the
+    # CUDA cache is released only when over a quarter of it is unused (re-allocating is slow).
+    aggressive_cleanup: bool = False
+    monitor_interval: float = 1.0  # seconds between resource samples (RAM, CPU, GPU memory)
+    cuda_memory_management: bool = True  # False: never release PyTorch's CUDA cache (leave it to PyTorch)
 
 
 @dataclass
@@ -35,7 +50,7 @@ class BatchConfig:
     initial_batch_size: int = 8
     min_batch_size: int = 1
     max_batch_size: int = 32
-    adaptation_rate: float = 2.0  # growth factor after a run of successes
+    adaptation_rate: float = 1.0  # after a run of successes the batch grows by this share (1.0: doubles)
     grow_after: int = 8  # successful batches before trying a larger one
 
 
@@ -55,7 +70,9 @@ class DataLoaderConfig:
     pin_memory: bool = True
     prefetch_factor: int = 2
     persistent_workers: bool = True
-    enable_caching: bool = True  # train from the memory-mapped cache, not files
+    # Keep a dataset's validation samples in RAM after the first pass (datasets given to
+    # OptimizedTrainer; the workflow's are memory-mapped caches already).
+    enable_caching: bool = True
 
 
 @dataclass
@@ -80,13 +97,22 @@ class OptimizationConfig:
     training: TrainingExecConfig = field(default_factory=TrainingExecConfig)
     repair: RepairExecConfig = field(default_factory=RepairExecConfig)
     decisions: list[str] = field(default_factory=list)  # filled by adapt_to_hardware
+    # The seed's spelling: OptimizationConfig(optimization_level=OptimizationLevel.AGGRESSIVE)
+    # is the level's preset, like from_level; fields set afterwards override it.
+    optimization_level: InitVar[OptimizationLevel | str | None] = None
+
+    def __post_init__(self, optimization_level: OptimizationLevel | str | None) -> None:
+        self.level = OptimizationLevel(self.level).value if self.level in LEVELS else self.level
+        if optimization_level is not None:
+            self.level = OptimizationLevel(optimization_level).value
+            _apply(self, PRESETS[self.level], "optimization")
 
     # ---- construction -------------------------------------------------
     @classmethod
     def from_level(cls, level: str = "balanced", **overrides: Any) -> OptimizationConfig:
         if level not in LEVELS:
             raise ValueError(f"optimization.level must be one of {', '.join(LEVELS)}; got {level!r}")
-        cfg = cls(level=level)
+        cfg = cls(level=OptimizationLevel(level).value)
         _apply(cfg, PRESETS.get(level, {}), "optimization")
         _apply(cfg, overrides, "optimization")
         return cfg.validate()
@@ -126,7 +152,8 @@ class OptimizationConfig:
 # Presets: only the fields a level changes from the dataclass defaults (= balanced).
 PRESETS: dict[str, dict[str, Any]] = {
     "conservative": {
-        "memory": {"cleanup_threshold": 0.75, "pause_threshold": 0.85, "cleanup_interval": 10},
+        "memory": {"cleanup_threshold": 0.75, "pause_threshold": 0.85, "cleanup_interval": 10,
+                   "aggressive_cleanup": True},
         "batch": {"initial_batch_size": 2, "max_batch_size": 8, "grow_after": 16},
         "model": {"mixed_precision": False, "compile_model": False, "channels_last": False},
         "dataloader": {"num_workers": 0, "persistent_workers": False, "prefetch_factor": 2},

@@ -15,13 +15,13 @@ from wmrepair.profiling import PerformanceAnalyzer
 
 class OptimizationManager:
     def __init__(self, config: OptimizationConfig, hardware: HardwareInfo | None = None,
-                 monitor_interval: float = 1.0) -> None:
+                 monitor_interval: float | None = None) -> None:
         self.hardware = hardware or detect_hardware()
         self.config = adapt_to_hardware(config, self.hardware)
         device = "cuda" if self.hardware.cuda else "cpu"
         self.memory = MemoryManager(self.config.memory, device)
         self.analyzer = PerformanceAnalyzer()
-        self.monitor = ResourceMonitor(interval=monitor_interval)
+        self.monitor = ResourceMonitor(interval=monitor_interval or self.config.memory.monitor_interval)
         self._closed = False
         atexit.register(self.close)
 

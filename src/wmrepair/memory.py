@@ -131,16 +131,16 @@ class MemoryManager:
         makes `iopaint run` crawl; we release only when reserved-but-unused
         memory is large or we are above the threshold.
         """
-        if not force and self.usage() < self.config.cleanup_threshold:
+        if not force and not self.config.aggressive_cleanup and self.usage() < self.config.cleanup_threshold:
             return False
         gc.collect()
         _malloc_trim()
         self.stats.cleanups += 1
-        if self.device.startswith("cuda"):
+        if self.device.startswith("cuda") and self.config.cuda_memory_management:
             import torch
 
             unused = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
-            if force or unused > 0.25 * torch.cuda.memory_reserved():
+            if force or self.config.aggressive_cleanup or unused > 0.25 * torch.cuda.memory_reserved():
                 torch.cuda.empty_cache()
                 self.stats.cuda_cache_releases += 1
         return True

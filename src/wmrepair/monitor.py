@@ -7,6 +7,7 @@ loaded lazily and only if a CUDA device exists, so CPU-only machines pay nothing
 from __future__ import annotations
 
 import csv
+import logging
 import threading
 import time
 from pathlib import Path
@@ -140,3 +141,40 @@ class ResourceMonitor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class CUDAMonitor(ResourceMonitor):
+    """The seed's GPU monitor: the resource sampler, with `start_monitoring`/`stop_monitoring`.
+
+    On a machine without CUDA it samples RAM and CPU and says "no GPU" (`gpu_status`).
+    """
+
+    def start_monitoring(self) -> CUDAMonitor:
+        self.start()
+        return self
+
+    def stop_monitoring(self) -> dict[str, float]:
+        self.stop()
+        return self.summary()
+
+
+def log_memory_usage(prefix: str = "", logger: logging.Logger | None = None) -> dict[str, float | str]:
+    """Log (and return) this process's RSS, system memory, and the CUDA allocator's figures or "no GPU"."""
+    proc = psutil.Process()
+    info: dict[str, float | str] = {"rss_mb": round(proc.memory_info().rss / 2**20, 1),
+                                    "sys_mem_percent": psutil.virtual_memory().percent}
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        cuda = False
+    if cuda:
+        info.update(cuda_allocated_mb=round(torch.cuda.memory_allocated() / 2**20, 1),
+                    cuda_reserved_mb=round(torch.cuda.memory_reserved() / 2**20, 1),
+                    cuda_peak_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1))
+    else:
+        info["gpu"] = "no GPU"
+    (logger or logging.getLogger("wmrepair.memory")).info(
+        "%s%s", f"{prefix}: " if prefix else "", ", ".join(f"{k} {v}" for k, v in info.items()))
+    return info

@@ -254,6 +254,28 @@ class OptimizedWatermarkPredictor:
     def predict_masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return [p > self.cfg.threshold for p in self.predict_proba(images)]
 
+    def predict(self, image: str | Path | np.ndarray | Any) -> dict[str, Any]:
+        """Detect on one image (a path, an RGB uint8 array or a PIL image).
+
+        Returns the mask (bool HxW, `threshold` applied), the probability map, the
+        share of the image marked, whether any pixel is, and the seconds it took.
+        """
+        import time
+
+        t0 = time.perf_counter()
+        if isinstance(image, (str, Path)):
+            from wmrepair.imageio import read_image
+
+            rgb = read_image(image).rgb
+        else:
+            rgb = np.array(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.uint8)
+            if rgb.ndim == 2:
+                rgb = np.repeat(rgb[..., None], 3, axis=2)
+        prob = self.predict_proba([rgb])[0]
+        mask = prob > self.cfg.threshold
+        return {"mask": mask, "probability": prob, "mask_fraction": float(mask.mean()),
+                "has_watermark": bool(mask.any()), "processing_time": time.perf_counter() - t0}
+
     def tiles_for(self, shape: tuple[int, int]) -> int:
         """How many tiles an image of `shape` (h, w) is cut into."""
         return sum(len(self._plan(0, np.zeros((*shape, 3), np.uint8), s).starts) for s in self.sides_for(shape))

@@ -47,6 +47,23 @@ class PerformanceAnalyzer:
     def event(self, name: str) -> None:
         self.events[name] += 1
 
+    def start_monitoring(self, interval: float = 1.0) -> PerformanceAnalyzer:
+        """Sample CPU, RSS and GPU memory in the background; the samples go into the report."""
+        from wmrepair.monitor import ResourceMonitor
+
+        if getattr(self, "_monitor", None) is None:
+            self._monitor = ResourceMonitor(interval=interval).start()
+        return self
+
+    def stop_monitoring(self) -> dict[str, float]:
+        """Stop sampling; returns the resource summary (peak RSS, GPU memory, ...)."""
+        mon, self._monitor = getattr(self, "_monitor", None), None
+        if mon is None:
+            return {}
+        mon.stop()
+        self._samples = mon.samples
+        return mon.summary()
+
     def note_settings(self, **settings: Any) -> None:
         """Record what the profiled run had on (amp, int8, inpaint model...), so advice skips it."""
         self.extra.setdefault("settings", {}).update(settings)
@@ -129,6 +146,9 @@ class PerformanceAnalyzer:
         }
 
     def generate_performance_report(self, out: str | Path, **kw: Any) -> Path:
+        mon = getattr(self, "_monitor", None)
+        if "samples" not in kw and (mon is not None or getattr(self, "_samples", None)):
+            kw["samples"] = list(mon.samples) if mon is not None else self._samples
         out = Path(out)
         path = out / "performance.json" if out.suffix != ".json" else out
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +188,11 @@ def _stage_advice(stage: str, on: dict[str, Any]) -> str:
 
 
 DEFAULT_ANALYZER = PerformanceAnalyzer()
+
+
+def get_global_performance_analyzer() -> PerformanceAnalyzer:
+    """The analyzer `@performance_profile` records into when given none."""
+    return DEFAULT_ANALYZER
 
 
 def performance_profile(name: str, analyzer: PerformanceAnalyzer | None = None) -> Any:

@@ -475,7 +475,7 @@ class RepairEngine:
         else:
             msg = f"{type(exc).__name__}: {exc}"
         it.row.update(status="failed", error=" ".join(msg.split())[:500], seconds=round(it.work_s, 4),
-                      output_bytes="", output_mtime_ns="")
+                      mask="", output_bytes="", output_mtime_ns="")
         it.image = None
         self.analyzer.count("images_failed")
         if self._record is not None:
@@ -645,4 +645,5 @@ def build_engine(model: str | Path, optimization: Any = None, predict_config: An
     inpainter = Inpainter(name=inp.pop("model", "cv2"), device=dev.type, **inp)
     predictor = OptimizedWatermarkPredictor(model, opt, predict_config, device=str(dev), threads=threads,
                                             optimized=optimized, verify_model=verify_model)
+    predictor.analyzer.note_settings(device=str(dev), level=opt.level)  # for the report: what the repair ran on
     return RepairEngine(predictor, inpainter, rc)

@@ -110,10 +110,14 @@ def render_report(out_html: str | Path, *, metrics: str | Path | None = None, pe
         failed = m[m.status == "failed"][["input", "error"]].to_dict("records")
     per = pd.read_csv(per_image).to_dict("records") if per_image and Path(per_image).is_file() else []
     eff = (train or {}).get("effective_optimization", {})
+    # What the jobs ran on: training's summary and each repair profile (a run with your own model has no training).
+    ran = next((p.get("settings", {}) for p in perf.values() if p.get("settings", {}).get("device")), {})
+    devices = sorted({d for d in [(train or {}).get("device"), *(p.get("settings", {}).get("device") for p in perf.values())]
+                      if d})
     env = Environment(loader=PackageLoader("wmrepair", "templates"), autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("report.html.j2").render(
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        level=eff.get("level", level), device=(train or {}).get("device", "cpu"),
+        level=eff.get("level") or ran.get("level") or level, device=", ".join(devices) or "device not recorded",
         metrics=_json(metrics), card=_json(card), train=train,
         plots={"history": plot_history(train_dir / "history.csv") if train_dir else None,
                "resources": plot_resources(train_dir / "resources.csv") if train_dir else None},

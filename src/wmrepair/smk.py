@@ -34,14 +34,12 @@ def settings(snakemake: Any):
 
 def written_dirs(config: dict[str, Any]) -> dict[str, str]:
     """The folders a run of this config writes, by the name a user sees in an error."""
-    res = config["results"]
-    out = {f"results ({res}/{d})": f"{res}/{d}" for d in ("repair", "eval", "report", "benchmarks")}
-    out["logs"] = config["logs"]
+    subdirs = ["repair", "eval", "report", "benchmarks"]
     if not config["data"]["train_dir"] or not config["repair"]["input_dir"]:
-        out[f"results ({res}/data)"] = f"{res}/data"
+        subdirs.append("data")
     if not config["model"]["path"]:
-        out.update({f"results ({res}/{d})": f"{res}/{d}" for d in ("cache", "train", "model")})
-    return out
+        subdirs += ["cache", "train", "model"]
+    return {**{f"results/{d}": f"{config['results']}/{d}" for d in subdirs}, "logs": config["logs"]}
 
 
 def check_config(config: dict[str, Any], cwd: str | Path | None = None) -> None:
