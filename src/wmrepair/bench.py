@@ -262,7 +262,7 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
     @torch.no_grad()
     def naive():
         out = []
-        for im in images:  # the seed's "before": one image at a time, fp32, NCHW
+        for im in images:  # the naive "before": one image at a time, fp32, NCHW
             x = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
             out.append(torch.sigmoid(model(x))[0, 0].numpy())
         return out

@@ -1,4 +1,4 @@
-"""The seed's entry point: one object holding the effective config, monitor, memory and profiler."""
+"""The optimisation library's entry point: one object holding the effective config, monitor, memory and profiler."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ class PredictConfig:
     # Scale TTA: detect at `max_side` times each factor (352, 384, 416) and average the
     # probabilities. A mark the detector misses at one scale (fine strokes aliasing against a
     # fine texture) is often found at a neighbouring one: +0.004 to +0.02 mask IoU and +0.04
-    # to +0.3 dB on every dev set with two models (DEVNOTES, session 8). Sides at or above an
+    # to +0.3 dB on every dev set with two models (DEVNOTES, scale TTA). Sides at or above an
     # image's own long side collapse into one native pass, so small images pay nothing.
     # (1.0,) turns it off.
     scales: tuple[float, ...] = (0.917, 1.0, 1.083)

@@ -171,7 +171,7 @@ def config_hash(*parts: Any) -> str:
 class OptimizedTrainer:
     """Trains a UNet with the effective optimisation settings; use as a context manager.
 
-    The seed's form: `with OptimizedTrainer(model, train_dataset, val_dataset) as t:
+    The original API's form: `with OptimizedTrainer(model, train_dataset, val_dataset) as t:
     history = t.train(criterion, epochs=100)` for any torch Datasets of (image, mask)
     pairs (images HWC uint8 or CHW float in [0, 1], masks 0/1); checkpoints and
     history go to `out_dir`. The workflow's form is `fit(train_ds, val_ds)`.
