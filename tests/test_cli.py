@@ -21,11 +21,43 @@ def test_help_explains():
     for flag in ("--optimize", "--batch-size", "--pause-interval", "--max-iterations", "--threshold",
                  "--fast", "--conservative", "--save-masks", "--manifest"):
         assert flag in p.stdout
-    from wmrepair.predict import PredictConfig
+    from wmrepair.settings import PredictConfig, RepairConfig
 
-    # The help names the library's default scales (written out: --help does not import torch).
-    assert f"default {','.join(f'{f:g}' for f in PredictConfig().scales)}" in " ".join(p.stdout.split())
+    # The help states the library's defaults, read from their one definition (without torch).
+    text = " ".join(p.stdout.split())
+    rc, pc = RepairConfig(), PredictConfig()
+    for fragment in (f"default {','.join(f'{f:g}' for f in pc.scales)}", f"(default {pc.max_side})",
+                     f"(default {rc.max_iterations})", f"(default {rc.threshold:g})", f"(default {rc.mask_threshold:g})",
+                     f"default {rc.refine_diff:g};", f"within {rc.refine_radius} px", f"default {rc.refine_relative:g};",
+                     f"(default {rc.jpeg_quality})", f"(default {rc.image_timeout_s:g})", "--config"):
+        assert fragment in text, fragment
     assert run("--help").returncode == 0
+
+
+def test_repair_settings_config_first_then_only_the_flags_given(tmp_path):
+    import yaml
+
+    from wmrepair.cli import build_parser, repair_settings
+    from wmrepair.settings import PredictConfig, RepairConfig
+
+    base = ["repair", "--input", "i", "--output", "o", "--model", "m.pt"]
+    opt, pc, rc, inpaint, optimized = repair_settings(build_parser().parse_args(base))
+    assert (pc.max_side, rc.jpeg_quality, rc.image_timeout_s) == (PredictConfig().max_side, RepairConfig().jpeg_quality,
+                                                                  RepairConfig().image_timeout_s)
+    assert opt.level == "conservative" and not optimized and inpaint.get("model", "cv2") == "cv2"
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(yaml.safe_dump({"optimization": {"level": "aggressive", "model": {"int8": False}},
+                                   "predict": {"max_side": 256, "flip_tta": False},
+                                   "repair": {"jpeg_quality": 70, "image_timeout_s": 30, "max_iterations": 1},
+                                   "data": {"train_dir": None}}))  # other sections are the workflow's: ignored
+    opt, pc, rc, inpaint, optimized = repair_settings(build_parser().parse_args([*base, "--config", str(cfg)]))
+    assert (opt.level, opt.model.int8, optimized) == ("aggressive", False, True)
+    assert (pc.max_side, pc.flip_tta, rc.jpeg_quality, rc.image_timeout_s, rc.max_iterations) == (256, False, 70, 30, 1)
+    args = [*base, "--config", str(cfg), "--max-side", "512", "--jpeg-quality", "80", "--timeout", "9",
+            "--conservative"]
+    opt, pc, rc, _, _ = repair_settings(build_parser().parse_args(args))
+    assert (pc.max_side, rc.jpeg_quality, rc.image_timeout_s, rc.max_iterations) == (512, 80, 9.0, 1)
+    assert opt.level == "conservative" and opt.model.int8 is False  # the level flag keeps the config's overrides
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path, tiny_model_file):
@@ -46,6 +78,11 @@ def test_user_mistakes_are_one_line_errors(tmp_path, tiny_model_file):
     p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
             "--inpaint-model", "lama")
     assert p.returncode == 2 and "LAMA_MODEL_URL" in p.stderr and "Traceback" not in p.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("repair: {max_iteration: 3}\n")
+    p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
+            "--config", str(bad))
+    assert p.returncode == 2 and "repair.max_iteration" in p.stderr and "Traceback" not in p.stderr, p.stderr
     for flag in ("--threshold", "--refine-relative"):
         p = run("repair", "--input", str(src), "--output", str(tmp_path / "o"), "--model", str(tiny_model_file),
                 flag, "7")

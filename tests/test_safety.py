@@ -25,12 +25,13 @@ from conftest import ROOT, ColourDetector, make_image
 from PIL import Image
 
 from wmrepair.checkpoints import save_model
+from wmrepair.chunks import chunk_mem_mb, group_by_pixels
 from wmrepair.config import OptimizationConfig
 from wmrepair.files import PathError, check_dedicated_dir, check_no_overlap
 from wmrepair.imageio import read_image
 from wmrepair.inpaint import Inpainter
 from wmrepair.predict import OptimizedWatermarkPredictor
-from wmrepair.repair import RepairConfig, RepairEngine, chunk_mem_mb, group_by_pixels
+from wmrepair.repair import RepairConfig, RepairEngine
 
 CMYK_ICC = Path("/usr/share/color/icc/ghostscript/ps_cmyk.icc")  # Debian's libgs-common (.ci/run installs it)
 TESTS = Path(__file__).parent

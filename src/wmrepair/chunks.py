@@ -1,4 +1,4 @@
-"""Chunk lists for the workflow's fan-out, and gathering the chunks' manifests back into one.
+"""Chunk lists for the workflow's fan-out, the memory a chunk needs, and gathering the chunks' manifests.
 
 Chunks are cut where the file names say, not by position (content-defined
 chunking, as rsync and backup tools cut files): a boundary falls after a name
@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from wmrepair.imageio import list_images
 
@@ -111,7 +112,7 @@ def gather_manifests(parts: list[str | Path], out: str | Path) -> dict[str, int]
     Manifests of chunks that no longer exist (their images were added, removed or
     changed) are removed from beside the current ones, with their profiles.
     """
-    from wmrepair.repair import MANIFEST_FIELDS, read_manifest, write_manifest
+    from wmrepair.manifest import MANIFEST_FIELDS, read_manifest, write_manifest
 
     parts = sorted(map(Path, parts))
     rows: list[dict] = []
@@ -129,3 +130,44 @@ def gather_manifests(parts: list[str | Path], out: str | Path) -> dict[str, int]
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     return counts
+
+
+T = TypeVar("T")
+
+
+def group_by_pixels(items: Iterable[T], pixels: Callable[[T], int], group_size: int,
+                    group_pixels: int) -> Iterator[list[T]]:
+    """Consecutive items, at most `group_size` of them and `group_pixels` pixels together.
+
+    An image over the budget forms a group of its own (`max_pixels` bounds it).
+    """
+    group: list[T] = []
+    total = 0
+    for it in items:
+        n = pixels(it)
+        if group and (len(group) >= group_size or total + n > group_pixels):
+            yield group
+            group, total = [], 0
+        group.append(it)
+        total += n
+    if group:
+        yield group
+
+
+# Peak RSS of a repair process, measured on 12-MP photos (docs/DEVNOTES.md, "Repair memory"):
+# about 800 MB of libraries and model, plus about 100 bytes per pixel of the largest group
+# (decoded pixels, probabilities, masks, and every image of it inpainted at once).
+BASE_MB, BYTES_PER_GROUP_PIXEL = 800, 100
+
+
+def chunk_mem_mb(pixels: list[int], cfg: Any = None) -> int:
+    """Memory (MB) a job repairing images of these pixel counts needs, by the engine's own grouping."""
+    from dataclasses import fields
+
+    from wmrepair.settings import RepairConfig
+
+    if isinstance(cfg, dict) or cfg is None:
+        keys = {f.name for f in fields(RepairConfig)}
+        cfg = RepairConfig(**{k: v for k, v in (cfg or {}).items() if k in keys})
+    biggest = max((sum(g) for g in group_by_pixels(pixels, int, cfg.group_size, cfg.group_pixels)), default=0)
+    return int(BASE_MB + BYTES_PER_GROUP_PIXEL * biggest / 2**20) + 1

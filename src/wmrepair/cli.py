@@ -43,6 +43,19 @@ def _number_in(lo: float, hi: float, unit: str = ""):
     return number
 
 
+def _int_in(lo: int, hi: int):
+    """An argparse type: a whole number from lo to hi."""
+    def whole(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {s}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {s}")
+        return v
+    return whole
+
+
 _fraction = _number_in(0, 1)
 _grey = _number_in(0, 255, " grey levels")
 
@@ -113,11 +126,57 @@ def cmd_select(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_repair(a: argparse.Namespace) -> int:
+def repair_settings(a: argparse.Namespace):
+    """(optimization, predict, repair, inpaint settings, optimised path?) for `wmrepair repair`.
+
+    `--config` (a workflow config) comes first, else the library's defaults (which
+    equal the embedded config/config.yaml); then only the flags the user gave.
+    """
     from wmrepair.config import OptimizationConfig
+    from wmrepair.settings import Settings
+
+    raw: dict = {}
+    if a.config:
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(a.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"--config {a.config}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"--config {a.config} is not a mapping of config sections")
+    keep = {k: raw[k] for k in ("optimization", "predict", "repair", "inpaint") if k in raw}
+    s = Settings.from_config(keep)
+    opt_raw = dict(raw.get("optimization") or {})
+    if a.fast or a.conservative or not a.config:
+        level = "aggressive" if a.fast else "conservative" if a.conservative else (
+            "balanced" if a.optimize else opt_raw.get("level", "conservative"))
+        s.optimization = OptimizationConfig.from_dict({**opt_raw, "level": level})
+    optimized = bool(a.optimize or a.fast or a.config)
+    opt, pc, rc, inpaint = s.optimization, s.predict, s.repair, dict(s.inpaint)
+    if a.batch_size:
+        opt.batch.initial_batch_size = a.batch_size
+        opt.batch.max_batch_size = max(opt.batch.max_batch_size, a.batch_size)
+        opt.batch.min_batch_size = min(opt.batch.min_batch_size, a.batch_size)
+    rc.skip_existing = not a.overwrite
+    for flag, obj, name in (("jpeg_quality", rc, "jpeg_quality"), ("timeout", rc, "image_timeout_s"),
+                            ("pause_interval", rc, "pause_interval"), ("max_iterations", rc, "max_iterations"),
+                            ("threshold", rc, "threshold"), ("mask_threshold", rc, "mask_threshold"),
+                            ("refine_diff", rc, "refine_diff"), ("refine_relative", rc, "refine_relative"),
+                            ("max_side", pc, "max_side"), ("scales", pc, "scales")):
+        if getattr(a, flag) is not None:
+            setattr(obj, name, getattr(a, flag))
+    if a.no_tta:
+        pc.flip_tta = False
+    for flag, key in (("inpaint_model", "model"), ("model_dir", "model_dir")):
+        if getattr(a, flag) is not None:
+            inpaint[key] = getattr(a, flag)
+    return opt, pc, rc, inpaint, optimized
+
+
+def cmd_repair(a: argparse.Namespace) -> int:
     from wmrepair.imageio import IMAGE_EXTS, iter_images
-    from wmrepair.predict import PredictConfig
-    from wmrepair.repair import RepairConfig, build_engine, check_paths
+    from wmrepair.repair import build_engine, check_paths
 
     inp = Path(a.input)
     if not inp.is_dir():
@@ -129,31 +188,10 @@ def cmd_repair(a: argparse.Namespace) -> int:
     check_paths(inp, out, manifest, a.save_masks)  # before any work: overlaps, unwritable outputs
     if not any(iter_images(inp)):
         raise UserError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under {inp}")
-    level = "aggressive" if a.fast else "conservative" if a.conservative else ("balanced" if a.optimize else "conservative")
-    optimized = a.optimize or a.fast
-    opt = OptimizationConfig.from_level(level)
-    if a.batch_size:
-        opt.batch.initial_batch_size = a.batch_size
-        opt.batch.max_batch_size = max(opt.batch.max_batch_size, a.batch_size)
-        opt.batch.min_batch_size = min(opt.batch.min_batch_size, a.batch_size)
-    rc = RepairConfig(skip_existing=not a.overwrite, jpeg_quality=a.jpeg_quality,
-                      image_timeout_s=a.timeout, pause_interval=a.pause_interval)
-    if a.max_iterations is not None:
-        rc.max_iterations = a.max_iterations
-    if a.threshold is not None:
-        rc.threshold = a.threshold
-    if a.mask_threshold is not None:
-        rc.mask_threshold = a.mask_threshold
-    if a.refine_diff is not None:
-        rc.refine_diff = a.refine_diff
-    if a.refine_relative is not None:
-        rc.refine_relative = a.refine_relative
-    pc = PredictConfig(max_side=a.max_side, flip_tta=not a.no_tta,
-                       **({"scales": a.scales} if a.scales else {}))
+    opt, pc, rc, inpaint, optimized = repair_settings(a)
     if not optimized:
         log.info("optimised path off: fp32, NCHW (add --optimize or --fast for the fast path)")
-    engine = build_engine(a.model, opt, pc, rc, {"model": a.inpaint_model, "model_dir": a.model_dir},
-                          device=a.device, threads=a.threads, optimized=optimized, verify_model=not a.no_verify_model)
+    engine = build_engine(a.model, opt, pc, rc, inpaint, device=a.device, threads=a.threads, optimized=optimized, verify_model=not a.no_verify_model)
     rows = engine.run(inp, out, manifest=manifest, masks_dir=a.save_masks, progress=not a.quiet)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "clean", "failed")}
     print(f"repaired {counts['ok']}, clean {counts['clean']} (copied as they were), failed {counts['failed']}; "
@@ -267,42 +305,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--monitor", default="val_iou")
     s.set_defaults(fn=cmd_select)
 
+    from wmrepair.settings import (  # the defaults, stated once (no torch)
+        PredictConfig,
+        RepairConfig,
+    )
+
+    rc, pc = RepairConfig, PredictConfig
     s = sub.add_parser("repair", help="repair a folder of images (no Snakemake needed)",
                        description="Detect watermarks, inpaint them with IOPaint, write each image to the same "
                                    "relative path and extension under --output, plus manifest.csv.")
     s.add_argument("--input", required=True, help="folder of images (searched recursively)")
     s.add_argument("--output", required=True, help="output folder (created)")
     s.add_argument("--model", required=True, help="detector model file (results/model/model.pt)")
+    s.add_argument("--config", metavar="YAML",
+                   help="a workflow config (its optimization, predict, repair and inpaint sections); "
+                        "flags given here override it")
     s.add_argument("--optimize", action="store_true", help="optimised path: batching, channels_last, bf16/fp16 where it pays")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--fast", action="store_true", help="aggressive level (implies --optimize)")
     g.add_argument("--conservative", action="store_true", help="conservative level: small batches, fp32")
     s.add_argument("--batch-size", type=_positive_int, help="initial detection batch size (tiles)")
-    s.add_argument("--pause-interval", type=_positive_int, help="memory cleanup every N images")
-    s.add_argument("--max-iterations", type=int, help="inpaint rounds per image (default 2)")
-    s.add_argument("--threshold", type=_fraction, help="iterate while the residual mask fraction exceeds this (default 0.001)")
-    s.add_argument("--mask-threshold", type=_fraction, help="probability above which a pixel is watermark (default 0.5)")
+    s.add_argument("--pause-interval", type=_positive_int,
+                   help="memory cleanup every N images (default: the optimisation level's)")
+    s.add_argument("--max-iterations", type=int, help=f"inpaint rounds per image (default {rc.max_iterations})")
+    s.add_argument("--threshold", type=_fraction,
+                   help=f"iterate while the residual mask fraction exceeds this (default {rc.threshold:g})")
+    s.add_argument("--mask-threshold", type=_fraction,
+                   help=f"probability above which a pixel is watermark (default {rc.mask_threshold:g})")
     s.add_argument("--refine-diff", type=_grey, metavar="LEVELS",
                    help="after inpainting, keep as watermark only detected pixels that changed by more than this "
-                        "(0-255; default 16; 0 keeps the detector's mask as it is)")
+                        f"(0-255; default {rc.refine_diff:g}; 0 keeps the detector's mask as it is)")
     s.add_argument("--refine-relative", type=_fraction, metavar="SHARE",
-                   help="... and by more than this share of the strongest change on the detected mark within 7 px "
-                        "(0-1; default 0.25; 0 = the absolute --refine-diff alone)")
-    s.add_argument("--max-side", type=int, default=384, help="detect at this long side, 0 = native (default 384)")
+                   help="... and by more than this share of the strongest change on the detected mark within "
+                        f"{rc.refine_radius} px (0-1; default {rc.refine_relative:g}; 0 = the absolute --refine-diff alone)")
+    s.add_argument("--max-side", type=int, help=f"detect at this long side, 0 = native (default {pc.max_side})")
     s.add_argument("--no-tta", action="store_true", help="skip mirrored-tile averaging (faster detection)")
+    sides = ", ".join(str(round(pc.max_side * f)) for f in pc.scales)
     s.add_argument("--scales", type=_factors, metavar="F,F,...",
                    help="detect at max-side times each factor and average the probabilities "
-                        "(default 0.917,1,1.083: long sides 352, 384, 416; 1 = one pass, fastest)")
+                        f"(default {','.join(f'{f:g}' for f in pc.scales)}: long sides {sides}; 1 = one pass, fastest)")
     s.add_argument("--save-masks", metavar="DIR", help="write <rel>.mask.png for each image under DIR")
     s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")
-    s.add_argument("--inpaint-model", default="cv2", help="IOPaint model: cv2 (default), lama, mat, migan, ...")
+    s.add_argument("--inpaint-model", help="IOPaint model: cv2 (default), lama, mat, migan, ...")
     s.add_argument("--model-dir", help="folder holding torch/hub/checkpoints/<weights> for IOPaint models")
     s.add_argument("--overwrite", action="store_true",
                    help="redo every image (default: keep those the manifest records as done, redo the rest)")
     s.add_argument("--no-verify-model", action="store_true",
                    help="use --model even when it does not match the sha256 of the card (model.json) beside it")
-    s.add_argument("--jpeg-quality", type=int, default=95)
-    s.add_argument("--timeout", type=float, default=120.0, help="seconds per image before it is failed")
+    s.add_argument("--jpeg-quality", type=_int_in(1, 100), help=f"JPEG/WebP quality of repaired images (default {rc.jpeg_quality})")
+    s.add_argument("--timeout", type=_number_in(1e-3, 1e9, " s"),
+                   help=f"seconds per image before it is failed (default {rc.image_timeout_s:g})")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all)")
     s.add_argument("--report", metavar="DIR", help="write performance.json to DIR")

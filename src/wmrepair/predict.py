@@ -17,7 +17,7 @@ import copy
 import logging
 from collections import Counter
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,40 +32,10 @@ from wmrepair.memory import MemoryManager
 from wmrepair.model import UNet, fold_batchnorm, fold_space_to_depth
 from wmrepair.profiling import PerformanceAnalyzer
 from wmrepair.quantize import quantize_int8
+from wmrepair.settings import PredictConfig, check_scales  # noqa: F401 - part of this module's API
 from wmrepair.train import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictConfig:
-    max_side: int = 384  # detect at this long side (0 = native resolution); matches the training scale
-    # Tile sides. 352 and 416 hold the `scales` passes of a large image (long side 352 / 416) in
-    # one tile each; with only 384 and 512 the 416 pass was padded to 512 (repair ~1.2x slower).
-    buckets: list[int] = field(default_factory=lambda: [256, 352, 384, 416, 512])
-    overlap: int = 32  # tile overlap in pixels, blended
-    # Probability above which `predict_masks` calls a pixel watermark. Repair thresholds
-    # with `RepairConfig.mask_threshold` and then trims by `refine_diff`.
-    threshold: float = 0.5
-    flip_tta: bool = True  # also predict the mirrored tiles and average (2x detection cost, +0.2 dB PSNR)
-    # Scale TTA: detect at `max_side` times each factor (352, 384, 416) and average the
-    # probabilities. A mark the detector misses at one scale (fine strokes aliasing against a
-    # fine texture) is often found at a neighbouring one: +0.004 to +0.02 mask IoU and +0.04
-    # to +0.3 dB on every dev set with two models (DEVNOTES, scale TTA). Sides at or above an
-    # image's own long side collapse into one native pass, so small images pay nothing.
-    # (1.0,) turns it off.
-    scales: tuple[float, ...] = (0.917, 1.0, 1.083)
-
-    def __post_init__(self) -> None:
-        self.scales = check_scales(self.scales)
-
-
-def check_scales(scales: Any) -> tuple[float, ...]:
-    """`scales` as a tuple of floats; ValueError unless it is a non-empty list of factors in (0, 4]."""
-    vals = tuple(float(f) for f in scales)
-    if not vals or any(not 0 < f <= 4 for f in vals):
-        raise ValueError(f"predict.scales must be a non-empty list of factors above 0 and at most 4, got {list(vals)}")
-    return vals
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -9,26 +9,25 @@ atomic; decoding and encoding run on a small thread pool beside the model.
 from __future__ import annotations
 
 import contextlib
-import csv
 import itertools
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cv2
 import numpy as np
 import psutil
 from tqdm import tqdm
 
+from wmrepair.chunks import group_by_pixels
 from wmrepair.files import (
     Staging,
-    atomic_write_bytes,
     check_no_overlap,
     ensure_writable_dir,
     ensure_writable_file,
@@ -43,49 +42,22 @@ from wmrepair.imageio import (
     list_images,
     read_image,
 )
+from wmrepair.manifest import (  # noqa: F401 - MANIFEST_FIELDS and write_manifest: the engine's public names
+    MANIFEST_FIELDS,
+    ManifestWriter,
+    is_done,
+    new_row,
+    read_manifest,
+    write_manifest,
+)
 from wmrepair.memory import MemoryManager, is_oom_error
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.profiling import PerformanceAnalyzer
+from wmrepair.settings import RepairConfig
 
 log = logging.getLogger(__name__)
 
-# A row per input. `status`: ok (repaired), clean (nothing detected: copied byte for byte),
-# failed (see `error`). The *_bytes / *_mtime_ns columns record which files the row
-# describes, so that a rerun can tell a finished repair from anything else.
-MANIFEST_FIELDS = ["input", "output", "status", "error", "mask_fraction", "iterations", "seconds", "width", "height",
-                   "mask", "input_bytes", "input_mtime_ns", "output_bytes", "output_mtime_ns"]
-STATUSES = ("ok", "clean", "failed", "skipped")  # skipped: written by earlier versions
 
-
-@dataclass
-class RepairConfig:
-    mask_threshold: float = 0.5  # probability above which a pixel is watermark
-    threshold: float = 0.001  # iterate while the residual mask fraction exceeds this
-    max_iterations: int = 2
-    min_component: float = 2e-5  # drop detected blobs smaller than this fraction of the image
-    dilation: float = 0.002  # dilation radius as a fraction of the long side (min 2 px)
-    # After inpainting, a pixel counts as watermark only if inpainting changed it by more than
-    # `refine_diff` grey levels (any channel) and by more than `refine_relative` of the largest
-    # change on the detected mark within `refine_radius` px; the others get their own pixels
-    # back. Trims the detector's blobby strokes to the mark itself (refine_diff 0 = off).
-    refine_diff: float = 16.0
-    refine_relative: float = 0.25
-    refine_radius: int = 7
-    jpeg_quality: int = 95
-    skip_existing: bool = True  # resume: keep images the manifest records as done (see `is_done`)
-    group_size: int = 8  # images detected together (tiles batched across them)
-    # Decoded pixels of a group together: memory follows pixels, not image count.
-    group_pixels: int = 24_000_000
-    max_pixels: int = 120_000_000  # larger images get a failed row instead of exhausting memory
-    image_timeout_s: float = 120.0
-    # None: the optimisation level's value (optimization.memory.cleanup_interval,
-    # optimization.repair.io_workers); a number here overrides the level.
-    pause_interval: int | None = None  # periodic memory cleanup every N images
-    io_workers: int | None = None
-    # Images inpainted at once. 0 = the level's optimization.repair.inpaint_workers, and where
-    # that is 0 too, one per usable core when the inpainter says it is thread-safe (IOPaint's
-    # cv2 model: C code without the GIL), else 1.
-    inpaint_workers: int = 0
 
 
 class ImageTimeout(Exception):
@@ -483,43 +455,6 @@ class RepairEngine:
         log.warning("failed %s: %s", it.src, msg)
 
 
-T = TypeVar("T")
-
-
-def group_by_pixels(items: Iterable[T], pixels: Callable[[T], int], group_size: int,
-                    group_pixels: int) -> Iterator[list[T]]:
-    """Consecutive items, at most `group_size` of them and `group_pixels` pixels together.
-
-    An image over the budget forms a group of its own (`max_pixels` bounds it).
-    """
-    group: list[T] = []
-    total = 0
-    for it in items:
-        n = pixels(it)
-        if group and (len(group) >= group_size or total + n > group_pixels):
-            yield group
-            group, total = [], 0
-        group.append(it)
-        total += n
-    if group:
-        yield group
-
-
-# Peak RSS of a repair process, measured on 12-MP photos (docs/DEVNOTES.md, "Repair memory"):
-# about 800 MB of libraries and model, plus about 100 bytes per pixel of the largest group
-# (decoded pixels, probabilities, masks, and every image of it inpainted at once).
-BASE_MB, BYTES_PER_GROUP_PIXEL = 800, 100
-
-
-def chunk_mem_mb(pixels: list[int], cfg: RepairConfig | dict | None = None) -> int:
-    """Memory (MB) a job repairing images of these pixel counts needs, by the engine's own grouping."""
-    if isinstance(cfg, dict) or cfg is None:
-        keys = {f.name for f in fields(RepairConfig)}
-        cfg = RepairConfig(**{k: v for k, v in (cfg or {}).items() if k in keys})
-    biggest = max((sum(g) for g in group_by_pixels(pixels, int, cfg.group_size, cfg.group_pixels)), default=0)
-    return int(BASE_MB + BYTES_PER_GROUP_PIXEL * biggest / 2**20) + 1
-
-
 def check_paths(input_root: str | Path, output_root: str | Path, manifest: str | Path,
                 masks_dir: str | Path | None = None) -> None:
     """Refuse overlaps between the input and what a repair writes, and unwritable outputs (PathError)."""
@@ -530,98 +465,6 @@ def check_paths(input_root: str | Path, output_root: str | Path, manifest: str |
     if masks_dir:
         ensure_writable_dir("--save-masks", masks_dir)
     ensure_writable_file("--manifest", manifest)
-
-
-def new_row(src: Path, out: Path, mask: Path | None) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(MANIFEST_FIELDS, "")
-    row.update(input=str(src), output=str(out), mask=str(mask) if mask else "", iterations=0, seconds=0.0)
-    return row
-
-
-def _stat_matches(path: str, size: Any, mtime_ns: Any) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return str(st.st_size) == str(size) and str(st.st_mtime_ns) == str(mtime_ns)
-
-
-def is_done(prev: dict[str, Any], row: dict[str, Any]) -> bool:
-    """`prev` (a manifest row) still describes a finished repair of `row`'s input: nothing to redo.
-
-    Done means: it ended ok or clean, the input is the same file (size and
-    mtime), the output is the very file that run wrote, and the mask exists when
-    masks are asked for. A zero-byte or truncated output, one written by
-    anything else, or a missing mask is redone.
-    """
-    if prev.get("status") not in ("ok", "clean") or prev.get("output") != row["output"]:
-        return False
-    if not _stat_matches(row["input"], prev.get("input_bytes"), prev.get("input_mtime_ns")):
-        return False
-    if not _stat_matches(row["output"], prev.get("output_bytes"), prev.get("output_mtime_ns")):
-        return False
-    if row["mask"]:
-        if prev.get("mask") != row["mask"]:
-            return False
-        try:
-            return os.stat(row["mask"]).st_size > 0
-        except OSError:
-            return False
-    return True
-
-
-def _csv_text(rows: list[dict[str, Any]], header: bool) -> str:
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, extrasaction="ignore", lineterminator="\n")
-    if header:
-        w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")  # file names need not be valid UTF-8
-
-
-def write_manifest(rows: list[dict[str, Any]], path: str | Path) -> None:
-    atomic_write_bytes(Path(path), _encode(_csv_text(rows, header=True)))
-
-
-def read_manifest(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Rows of an earlier manifest by input path; the last row of an input wins; a torn last line is ignored."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        rows = list(csv.DictReader(f))
-    out = {}
-    for r in rows:
-        if None in r.values() or None in r or r.get("status") not in STATUSES:
-            continue  # a line cut short by a kill, or not a manifest row
-        out[r["input"]] = {k: r.get(k, "") for k in MANIFEST_FIELDS}
-    return out
-
-
-class ManifestWriter:
-    """The manifest as the run goes: earlier rows first, each finished image appended and flushed.
-
-    A kill loses at most the images in flight; `close` rewrites it whole, in input order.
-    """
-
-    def __init__(self, path: Path, first_rows: list[dict[str, Any]]) -> None:
-        self.path = path
-        write_manifest(first_rows, path)
-        self.f = open(path, "ab")  # noqa: SIM115 - appended to for the life of the run
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.f.write(_encode(_csv_text([row], header=False)))
-        self.f.flush()
-
-    def close(self, rows: list[dict[str, Any]]) -> None:
-        self.f.close()
-        write_manifest(rows, self.path)
 
 
 def build_engine(model: str | Path, optimization: Any = None, predict_config: Any = None,

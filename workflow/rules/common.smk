@@ -90,15 +90,14 @@ def input_listing():
     return listing(config["repair"]["input_dir"])
 
 
-def chunk_mem_mb(wildcards):
+def repair_chunk_mem_mb(wildcards):
     """Memory (MB) a repair_chunk job asks for before the retry multiplier: `repair.mem_mb`, or
     what its largest group of images needs (pixel counts from the chunk list)."""
-    from wmrepair.chunks import chunk_pixels
-    from wmrepair.repair import chunk_mem_mb as mem
+    from wmrepair.chunks import chunk_mem_mb, chunk_pixels
 
     if config["repair"].get("mem_mb"):
         return config["repair"]["mem_mb"]
-    return mem(chunk_pixels(f"{RESULTS}/repair/chunks/chunk_{wildcards.i}.jsonl"), config["repair"])
+    return chunk_mem_mb(chunk_pixels(f"{RESULTS}/repair/chunks/chunk_{wildcards.i}.jsonl"), config["repair"])
 
 
 def model_file():

@@ -38,7 +38,7 @@ rule repair_chunk:
     threads: job_threads()
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: chunk_mem_mb(wc) * attempt,
+        mem_mb=lambda wc, attempt: repair_chunk_mem_mb(wc) * attempt,
     conda:
         "../envs/wmrepair.yaml"
     script:
