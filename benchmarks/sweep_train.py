@@ -23,8 +23,8 @@ from tune_repair import score
 
 from wmrepair.cache import build_cache
 from wmrepair.checkpoints import select_best
-from wmrepair.config import OptimizationConfig
-from wmrepair.settings import DEFAULT_CONFIG
+from wmrepair.config import DEFAULT_CONFIG
+from wmrepair.optimization import OptimizationConfig
 from wmrepair.synth import SynthConfig, synthesize
 from wmrepair.train import TrainConfig, train_from_cache
 

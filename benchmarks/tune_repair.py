@@ -1,12 +1,12 @@
 """Score repair settings on a dev split: the real engine, then mask IoU and PSNR.
 
-    python benchmarks/tune_repair.py MODEL OUT_DIR 'mask_threshold=0.5 refine_diff=16' 'refine_diff=0' ...
+    python benchmarks/tune_repair.py MODEL OUT_DIR 'predict.threshold=0.5 refine_diff=16' 'refine_diff=0' ...
 
 The dev split (made once under OUT_DIR/data/dev) has the test split's image
 sizes but the training words and fonts and its own seeds, so repair and
 predict settings can be chosen without looking at the test split. Each
 argument is one setting: space-separated `field=value` pairs of RepairConfig
-or PredictConfig. One line per setting; JSON in OUT_DIR/tune.json.
+or PredictConfig (`predict.field` / `repair.field` where both have the name). One line per setting; JSON in OUT_DIR/tune.json.
 """
 
 import json
@@ -16,21 +16,28 @@ from pathlib import Path
 
 import yaml
 
+from wmrepair.config import (
+    DEFAULT_CONFIG,
+    InpaintConfig,
+    PredictConfig,
+    RepairConfig,
+    Settings,
+    SynthConfig,
+)
 from wmrepair.evaluate import evaluate
-from wmrepair.predict import PredictConfig
-from wmrepair.repair import RepairConfig, build_engine
-from wmrepair.settings import DEFAULT_CONFIG, Settings
-from wmrepair.synth import SynthConfig, synthesize
+from wmrepair.repair import build_engine
+from wmrepair.synth import synthesize
 
 
-def settings_from(spec: str) -> tuple[PredictConfig, RepairConfig, dict]:
+def settings_from(spec: str) -> tuple[PredictConfig, RepairConfig, InpaintConfig]:
     """config.yaml's predict/repair/inpaint sections, then the overrides in `spec`."""
     s = Settings.from_yaml(DEFAULT_CONFIG)
     pc, rc = s.predict, s.repair
     rc.skip_existing = False
     for kv in spec.split():
         key, value = kv.split("=", 1)
-        target = pc if hasattr(pc, key) else rc
+        section, _, key = key.rpartition(".")
+        target = {"predict": pc, "repair": rc}.get(section) or (pc if hasattr(pc, key) else rc)
         if not hasattr(target, key):
             raise SystemExit(f"unknown setting {key!r}")
         setattr(target, key, yaml.safe_load(value))

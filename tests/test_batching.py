@@ -2,7 +2,7 @@ import pytest
 from test_memory import SIMULATED_OOMS
 
 from wmrepair.batching import AdaptiveBatchProcessor
-from wmrepair.config import BatchConfig
+from wmrepair.optimization import BatchConfig
 
 
 @pytest.mark.parametrize("oom", SIMULATED_OOMS, ids=lambda e: type(e).__name__ + ":" + str(e)[:25])

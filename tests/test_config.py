@@ -1,7 +1,7 @@
 import pytest
 
-from wmrepair.config import OptimizationConfig, adapt_to_hardware
 from wmrepair.hardware import GPUInfo, HardwareInfo
+from wmrepair.optimization import OptimizationConfig, adapt_to_hardware
 
 CPU_BF16 = HardwareInfo(cpu_count=2, cpu_flags=frozenset({"avx512f", "avx512_bf16"}), ram_total_mb=24000)
 CPU_PLAIN = HardwareInfo(cpu_count=2, cpu_flags=frozenset({"avx2"}), ram_total_mb=24000)
@@ -103,7 +103,7 @@ def test_long_training_overlay_merges_onto_the_default():
     import yaml
     from snakemake.utils import update_config
 
-    from wmrepair.settings import DEFAULT_CONFIG, Settings
+    from wmrepair.config import DEFAULT_CONFIG, Settings
 
     root = DEFAULT_CONFIG.parent
     base = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -121,9 +121,9 @@ def test_the_level_reaches_the_workflows_repair_engine(tiny_model_file, level, i
     """The engine repair_chunk builds (Settings from the config, then build_engine) runs with the level's values."""
     import yaml
 
+    from wmrepair.config import DEFAULT_CONFIG, Settings
     from wmrepair.hardware import usable_cpus
     from wmrepair.repair import build_engine
-    from wmrepair.settings import DEFAULT_CONFIG, Settings
 
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     cfg["optimization"] = {"level": level, "model": {"int8": False, "compile_model": False}}
@@ -149,29 +149,69 @@ def test_select_best_follows_the_monitors_direction(tmp_path):
 
 
 def test_embedded_config_states_the_library_defaults():
-    """config/config.yaml and the settings dataclasses give every shared key the same default,
-    so `wmrepair train` or the Python API without a config train what `make run` trains."""
-    import dataclasses
-
+    """Every key of config/config.yaml is a defined setting and states its one default, so
+    `wmrepair train`, `wmrepair repair` or the Python API without a config run what `make run` runs."""
     import yaml
 
-    from wmrepair.model import UNetConfig
-    from wmrepair.predict import PredictConfig
-    from wmrepair.repair import RepairConfig
-    from wmrepair.settings import DEFAULT_CONFIG
-    from wmrepair.synth import SynthConfig
-    from wmrepair.train import TrainConfig
+    from wmrepair.config import DEFAULT_CONFIG, WorkflowConfig
+    from wmrepair.schema import defaults
 
-    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    workflow_only = {"input_dir", "clean_dir", "mask_dir", "chunk_size", "mem_mb"}
-    for cls, section in ((TrainConfig, cfg["train"]), (UNetConfig, cfg["train"]["model"]),
-                         (PredictConfig, cfg["predict"]), (RepairConfig, cfg["repair"]),
-                         (SynthConfig, cfg["data"]["synth"])):
-        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                    for f in dataclasses.fields(cls)}
-        for key, value in section.items():
-            if key in workflow_only:
+    def compare(given, want, where):
+        for key, value in given.items():
+            assert key in want, f"config.yaml {where}{key}: no such setting in wmrepair.config"
+            if isinstance(value, dict) and isinstance(want[key], dict):
+                compare(value, want[key], f"{where}{key}.")
+            else:
+                assert value == want[key], f"config.yaml {where}{key}: {value!r}, its definition {want[key]!r}"
+
+    compare(yaml.safe_load(DEFAULT_CONFIG.read_text()), defaults(WorkflowConfig), "")
+
+
+def test_the_schema_file_is_generated_from_the_definitions():
+    """workflow/schemas/config.schema.yaml is `wmrepair schema` output: stale after a change in config.py."""
+    from wmrepair.config import SCHEMA_FILE, schema_text
+
+    assert SCHEMA_FILE.read_text() == schema_text(), "run `wmrepair schema --write` after changing wmrepair/config.py"
+
+
+def test_every_setting_has_a_doc_and_the_schema_rejects_unknown_keys():
+    import dataclasses
+
+    import jsonschema
+    import yaml
+
+    from wmrepair.config import DEFAULT_CONFIG, WorkflowConfig, config_schema
+
+    def walk(cls, where=""):
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
                 continue
-            assert key in defaults, f"{cls.__name__} has no field {key}"
-            want = list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]
-            assert want == value, f"{cls.__name__}.{key}: config.yaml {value!r}, library {want!r}"
+            if dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default):
+                walk(type(f.default_factory()), f"{where}{f.name}.")
+            else:
+                assert f.metadata.get("doc"), f"{where}{f.name} has no doc"
+    walk(WorkflowConfig)
+    schema = config_schema()
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    jsonschema.validate(cfg, schema)
+    for section, key, value in (("predict", "treshold", 0.5), ("repair", "jpeg_quality", 101),
+                                ("train", "monitor", "val_acc"), ("data", "synth", {"n_train": 0})):
+        bad = {**cfg, section: {**cfg[section], key: value}}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def test_settings_that_did_nothing_are_gone():
+    """persistent_workers: each epoch builds its loader (it reseeds augmentation and may change the side),
+    so workers could not persist; the setting is refused instead of silently ignored."""
+    from wmrepair.optimization import OptimizationConfig
+
+    with pytest.raises(ValueError, match="unknown setting optimization.dataloader.persistent_workers"):
+        OptimizationConfig.from_dict({"dataloader": {"persistent_workers": True}})
+
+
+def test_a_moved_setting_says_where_it_went():
+    from wmrepair.config import Settings
+
+    with pytest.raises(ValueError, match=r"repair.mask_threshold is now predict.threshold"):
+        Settings.from_config({"repair": {"mask_threshold": 0.4}})

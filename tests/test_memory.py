@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from wmrepair.config import MemoryConfig
 from wmrepair.memory import MemoryManager, is_oom_error, memory_optimized
+from wmrepair.optimization import MemoryConfig
 
 # Simulated allocation failures, in every form the manager recognises.
 SIMULATED_OOMS = [

@@ -3,7 +3,7 @@ import pytest
 import torch
 from conftest import make_image
 
-from wmrepair.config import OptimizationConfig
+from wmrepair.optimization import OptimizationConfig
 from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig, ramp_window, tile_starts
 
 

@@ -7,8 +7,8 @@ import torch
 from conftest import ColourDetector, make_image
 from PIL import Image
 
-from wmrepair.config import OptimizationConfig
 from wmrepair.inpaint import Inpainter, InpaintModelUnavailable, resolve_weights
+from wmrepair.optimization import OptimizationConfig
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.repair import RepairConfig, RepairEngine, dilate, postprocess_mask, refine_by_change
 
@@ -18,8 +18,8 @@ def cv2_inpainter():
     return Inpainter("cv2")  # the real IOPaint model, in-process
 
 
-def _engine(detector, inpainter, **kw):
-    p = OptimizedWatermarkPredictor(detector, OptimizationConfig())
+def _engine(detector, inpainter, predict=None, **kw):
+    p = OptimizedWatermarkPredictor(detector, OptimizationConfig(), predict)
     return RepairEngine(p, inpainter, RepairConfig(**kw))
 
 
@@ -37,6 +37,17 @@ def _folder(root, n=5):
         Image.fromarray(make_image(120 + 10 * i, 160, seed=i)).save(sub / f"img{i}{ext}", quality=95)
         names.append(str((sub / f"img{i}{ext}").relative_to(root)))
     return sorted(names)
+
+
+def test_predict_threshold_decides_what_repair_treats_as_mark(tmp_path, colour_detector, cv2_inpainter):
+    """One probability threshold (predict.threshold) for the predictor and the repair path."""
+    from wmrepair.config import PredictConfig
+
+    _folder(tmp_path / "in", n=2)
+    for threshold, status in ((0.5, "ok"), (0.9999, "clean")):  # the red box scores sigmoid(8) = 0.99966
+        eng = _engine(colour_detector, cv2_inpainter, PredictConfig(threshold=threshold))
+        rows = eng.run(tmp_path / "in", tmp_path / f"out{threshold}", progress=False)
+        assert {r["status"] for r in rows} == {status}, threshold
 
 
 def test_real_iopaint_repairs_and_keeps_names(tmp_path, colour_detector, cv2_inpainter):

@@ -81,7 +81,7 @@ def test_small_side_epochs_do_not_count_towards_patience(caches, tmp_path):
     min_delta 1.0 makes every epoch after the first counted one 'no improvement',
     so patience 1 stops two epochs after the progressive ones (not at epoch 2).
     """
-    from wmrepair.config import OptimizationConfig
+    from wmrepair.optimization import OptimizationConfig
     from wmrepair.train import TrainConfig, train_from_cache
 
     cfg = TrainConfig.from_dict({**CONFIG["train"], "epochs": 6, "patience": 1, "min_delta": 1.0})  # 3 small
@@ -95,7 +95,7 @@ def test_small_side_epochs_do_not_count_towards_patience(caches, tmp_path):
 @pytest.mark.parametrize(("change", "message"), [({"progressive_size": 36}, "progressive_size 36 must be a multiple of 8"),
                                                ({"progressive_fraction": 1.0}, r"must be in \[0, 1\)")])
 def test_bad_progressive_settings_are_refused(caches, tmp_path, change, message):
-    from wmrepair.config import OptimizationConfig
+    from wmrepair.optimization import OptimizationConfig
     from wmrepair.train import TrainConfig, train_from_cache
 
     cfg = TrainConfig.from_dict({**CONFIG["train"], **change})

@@ -26,10 +26,10 @@ from PIL import Image
 
 from wmrepair.checkpoints import save_model
 from wmrepair.chunks import chunk_mem_mb, group_by_pixels
-from wmrepair.config import OptimizationConfig
 from wmrepair.files import PathError, check_dedicated_dir, check_no_overlap
 from wmrepair.imageio import read_image
 from wmrepair.inpaint import Inpainter
+from wmrepair.optimization import OptimizationConfig
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.repair import RepairConfig, RepairEngine
 
@@ -203,7 +203,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import wmrepair.repair as r
     from test_safety import BrightRedDetector
-    from wmrepair.config import OptimizationConfig
+    from wmrepair.optimization import OptimizationConfig
     from wmrepair.inpaint import Inpainter
     from wmrepair.predict import OptimizedWatermarkPredictor
     calls = []

@@ -65,7 +65,7 @@ def test_configuration_and_manager_as_the_seed_documents(tmp_path):
 
 def test_adaptation_rate_is_the_growth_share():
     from wmrepair.batching import AdaptiveBatchProcessor
-    from wmrepair.config import BatchConfig
+    from wmrepair.optimization import BatchConfig
 
     proc = AdaptiveBatchProcessor(BatchConfig(initial_batch_size=10, max_batch_size=100, adaptation_rate=0.5,
                                               grow_after=1))

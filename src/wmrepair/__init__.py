@@ -1,10 +1,10 @@
 """wmrepair: find visible watermarks with a UNet and repair them with IOPaint, fast and memory-safe."""
 
 from wmrepair.batching import AdaptiveBatchProcessor
-from wmrepair.config import OptimizationConfig, OptimizationLevel, adapt_to_hardware
 from wmrepair.manager import OptimizationManager, create_optimization_manager
 from wmrepair.memory import MemoryManager, is_oom_error, memory_optimized
 from wmrepair.monitor import CUDAMonitor, ResourceMonitor, log_memory_usage
+from wmrepair.optimization import OptimizationConfig, OptimizationLevel, adapt_to_hardware
 from wmrepair.profiling import (
     PerformanceAnalyzer,
     get_global_performance_analyzer,
@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # Torch-heavy classes load on first use so `import wmrepair` stays light.
     lazy = {
-        "OptimizedTrainer": "wmrepair.train", "TrainConfig": "wmrepair.train",
-        "OptimizedWatermarkPredictor": "wmrepair.predict", "PredictConfig": "wmrepair.predict",
-        "RepairEngine": "wmrepair.repair", "RepairConfig": "wmrepair.repair",
+        "OptimizedTrainer": "wmrepair.train", "TrainConfig": "wmrepair.config",
+        "OptimizedWatermarkPredictor": "wmrepair.predict", "PredictConfig": "wmrepair.config",
+        "RepairEngine": "wmrepair.repair", "RepairConfig": "wmrepair.config",
         "Inpainter": "wmrepair.inpaint", "UNet": "wmrepair.model",
     }
     if name in lazy:

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from wmrepair.config import BatchConfig
 from wmrepair.memory import MemoryManager, is_oom_error
+from wmrepair.optimization import BatchConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

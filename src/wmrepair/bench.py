@@ -126,11 +126,11 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from wmrepair.cache import build_cache, find_pairs
-    from wmrepair.config import OptimizationConfig, adapt_to_hardware
     from wmrepair.data import CachedDataset, FileDataset
+    from wmrepair.device import autocast_for, to_input
     from wmrepair.losses import segmentation_loss
     from wmrepair.model import UNet, UNetConfig
-    from wmrepair.train import autocast_for, to_input
+    from wmrepair.optimization import OptimizationConfig, adapt_to_hardware
 
     n = 96 if quick else 600
     steps, repeats = (4, 2) if quick else (12, 3)
@@ -241,9 +241,9 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
     from torch.utils.flop_counter import FlopCounterMode
 
     from wmrepair.checkpoints import load_model
-    from wmrepair.config import OptimizationConfig
     from wmrepair.losses import confusion, iou_f1
     from wmrepair.model import UNet, UNetConfig
+    from wmrepair.optimization import OptimizationConfig
     from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig
     from wmrepair.quantize import calibration_images
 
@@ -340,7 +340,7 @@ def _repair_child(kind: str, model: str, images: str, masks: str, out: str,
                 config.write_text(json.dumps(inpaint))
             batch_inpaint("cv2", "cpu", Path(images), Path(masks), Path(out), config=config)
         else:
-            from wmrepair.config import OptimizationConfig
+            from wmrepair.optimization import OptimizationConfig
             from wmrepair.repair import RepairConfig, build_engine
 
             eng = build_engine(model, OptimizationConfig(), repair_config=RepairConfig(skip_existing=False),

@@ -164,7 +164,7 @@ def chunk_mem_mb(pixels: list[int], cfg: Any = None) -> int:
     """Memory (MB) a job repairing images of these pixel counts needs, by the engine's own grouping."""
     from dataclasses import fields
 
-    from wmrepair.settings import RepairConfig
+    from wmrepair.config import RepairConfig
 
     if isinstance(cfg, dict) or cfg is None:
         keys = {f.name for f in fields(RepairConfig)}

@@ -66,7 +66,7 @@ def _factors(s: str) -> tuple[float, ...]:
         vals = tuple(float(v) for v in s.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be numbers separated by commas, e.g. 0.917,1,1.083; got {s}") from None
-    from wmrepair.predict import check_scales  # only when the flag is given: --help stays light
+    from wmrepair.config import check_scales
 
     try:
         return check_scales(vals)
@@ -93,7 +93,7 @@ def cmd_cache(a: argparse.Namespace) -> int:
 
 
 def _optimization(a: argparse.Namespace):
-    from wmrepair.config import OptimizationConfig
+    from wmrepair.optimization import OptimizationConfig
 
     if getattr(a, "config", None):
         import yaml
@@ -106,7 +106,7 @@ def _optimization(a: argparse.Namespace):
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from wmrepair.settings import Settings
+    from wmrepair.config import Settings
     from wmrepair.train import train_from_cache
 
     s = Settings.from_yaml(a.config) if a.config else Settings.from_config({})
@@ -132,8 +132,8 @@ def repair_settings(a: argparse.Namespace):
     `--config` (a workflow config) comes first, else the library's defaults (which
     equal the embedded config/config.yaml); then only the flags the user gave.
     """
-    from wmrepair.config import OptimizationConfig
-    from wmrepair.settings import Settings
+    from wmrepair.config import Settings
+    from wmrepair.optimization import OptimizationConfig
 
     raw: dict = {}
     if a.config:
@@ -153,7 +153,7 @@ def repair_settings(a: argparse.Namespace):
             "balanced" if a.optimize else opt_raw.get("level", "conservative"))
         s.optimization = OptimizationConfig.from_dict({**opt_raw, "level": level})
     optimized = bool(a.optimize or a.fast or a.config)
-    opt, pc, rc, inpaint = s.optimization, s.predict, s.repair, dict(s.inpaint)
+    opt, pc, rc, inpaint = s.optimization, s.predict, s.repair, s.inpaint
     if a.batch_size:
         opt.batch.initial_batch_size = a.batch_size
         opt.batch.max_batch_size = max(opt.batch.max_batch_size, a.batch_size)
@@ -161,7 +161,7 @@ def repair_settings(a: argparse.Namespace):
     rc.skip_existing = not a.overwrite
     for flag, obj, name in (("jpeg_quality", rc, "jpeg_quality"), ("timeout", rc, "image_timeout_s"),
                             ("pause_interval", rc, "pause_interval"), ("max_iterations", rc, "max_iterations"),
-                            ("threshold", rc, "threshold"), ("mask_threshold", rc, "mask_threshold"),
+                            ("threshold", rc, "threshold"), ("mask_threshold", pc, "threshold"),
                             ("refine_diff", rc, "refine_diff"), ("refine_relative", rc, "refine_relative"),
                             ("max_side", pc, "max_side"), ("scales", pc, "scales")):
         if getattr(a, flag) is not None:
@@ -170,7 +170,7 @@ def repair_settings(a: argparse.Namespace):
         pc.flip_tta = False
     for flag, key in (("inpaint_model", "model"), ("model_dir", "model_dir")):
         if getattr(a, flag) is not None:
-            inpaint[key] = getattr(a, flag)
+            setattr(inpaint, key, getattr(a, flag))
     return opt, pc, rc, inpaint, optimized
 
 
@@ -237,6 +237,17 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(a: argparse.Namespace) -> int:
+    from wmrepair.config import SCHEMA_FILE, schema_text
+
+    if a.write:
+        SCHEMA_FILE.write_text(schema_text())
+        print(SCHEMA_FILE)
+    else:
+        print(schema_text(), end="")
+    return 0
+
+
 def cmd_doctor(a: argparse.Namespace) -> int:
     """Check that the environment can run the whole chain offline."""
     import importlib
@@ -276,18 +287,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
+    # Defaults and help of the flags that set a config field come from its one definition (no torch).
+    from wmrepair.config import (
+        LEVELS,
+        DataConfig,
+        PredictConfig,
+        RepairConfig,
+        SynthConfig,
+        TrainConfig,
+    )
+    from wmrepair.schema import default_of, help_for
+
+    def setting_flag(parser: argparse.ArgumentParser, flag: str, cls: type, name: str, default: bool = False,
+                     **kw) -> None:
+        """A flag for `cls.name`: help (and with `default`, the default) from the definition."""
+        if default:
+            kw["default"] = default_of(cls, name)
+        parser.add_argument(flag, help=help_for(cls, name), **kw)
+
     s = sub.add_parser("synth", help="make the offline synthetic watermark dataset")
     s.add_argument("--out", required=True, help="output folder (train/ val/ test/ inside)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--n-train", type=int, default=600)
-    s.add_argument("--n-val", type=int, default=100)
-    s.add_argument("--n-test", type=int, default=48)
+    for name in ("seed", "n_train", "n_val", "n_test"):
+        setting_flag(s, "--" + name.replace("_", "-"), SynthConfig, name, default=True,
+                     type=int if name == "seed" else _positive_int)
     s.set_defaults(fn=cmd_synth)
 
     s = sub.add_parser("cache", help="decode + resize training pairs once into memory-mapped shards")
     s.add_argument("--data", required=True, help="folder with watermarked/ and masks/ (or clean/)")
     s.add_argument("--out", required=True, help="cache folder")
-    s.add_argument("--size", type=_positive_int, default=256, help="cached square side (default 256)")
+    setting_flag(s, "--size", DataConfig, "cache_size", default=True, type=_positive_int)
     s.set_defaults(fn=cmd_cache)
 
     s = sub.add_parser("train", help="train the detector from two caches")
@@ -295,20 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-cache", required=True, help="validation cache index.json")
     s.add_argument("--out", required=True, help="output folder (checkpoints/, history.csv, ...)")
     s.add_argument("--config", help="workflow config YAML (train: and optimization: sections)")
-    s.add_argument("--epochs", type=_positive_int)
+    setting_flag(s, "--epochs", TrainConfig, "epochs", type=_positive_int)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("select", help="export the best checkpoint as model + JSON card")
     s.add_argument("--checkpoints", required=True)
     s.add_argument("--model", required=True)
     s.add_argument("--card", required=True)
-    s.add_argument("--monitor", default="val_iou")
+    setting_flag(s, "--monitor", TrainConfig, "monitor", default=True,
+                 choices=TrainConfig.__dataclass_fields__["monitor"].metadata["bounds"]["enum"])
     s.set_defaults(fn=cmd_select)
-
-    from wmrepair.settings import (  # the defaults, stated once (no torch)
-        PredictConfig,
-        RepairConfig,
-    )
 
     rc, pc = RepairConfig, PredictConfig
     s = sub.add_parser("repair", help="repair a folder of images (no Snakemake needed)",
@@ -325,38 +349,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fast", action="store_true", help="aggressive level (implies --optimize)")
     g.add_argument("--conservative", action="store_true", help="conservative level: small batches, fp32")
     s.add_argument("--batch-size", type=_positive_int, help="initial detection batch size (tiles)")
-    s.add_argument("--pause-interval", type=_positive_int,
-                   help="memory cleanup every N images (default: the optimisation level's)")
-    s.add_argument("--max-iterations", type=int, help=f"inpaint rounds per image (default {rc.max_iterations})")
-    s.add_argument("--threshold", type=_fraction,
-                   help=f"iterate while the residual mask fraction exceeds this (default {rc.threshold:g})")
-    s.add_argument("--mask-threshold", type=_fraction,
-                   help=f"probability above which a pixel is watermark (default {rc.mask_threshold:g})")
-    s.add_argument("--refine-diff", type=_grey, metavar="LEVELS",
-                   help="after inpainting, keep as watermark only detected pixels that changed by more than this "
-                        f"(0-255; default {rc.refine_diff:g}; 0 keeps the detector's mask as it is)")
-    s.add_argument("--refine-relative", type=_fraction, metavar="SHARE",
-                   help="... and by more than this share of the strongest change on the detected mark within "
-                        f"{rc.refine_radius} px (0-1; default {rc.refine_relative:g}; 0 = the absolute --refine-diff alone)")
-    s.add_argument("--max-side", type=int, help=f"detect at this long side, 0 = native (default {pc.max_side})")
+    setting_flag(s, "--pause-interval", rc, "pause_interval", type=_positive_int)
+    setting_flag(s, "--max-iterations", rc, "max_iterations", type=int)
+    setting_flag(s, "--threshold", rc, "threshold", type=_fraction)
+    setting_flag(s, "--mask-threshold", pc, "threshold", type=_fraction)  # predict.threshold
+    setting_flag(s, "--refine-diff", rc, "refine_diff", type=_grey, metavar="LEVELS")
+    setting_flag(s, "--refine-relative", rc, "refine_relative", type=_fraction, metavar="SHARE")
+    setting_flag(s, "--max-side", pc, "max_side", type=int)
     s.add_argument("--no-tta", action="store_true", help="skip mirrored-tile averaging (faster detection)")
-    sides = ", ".join(str(round(pc.max_side * f)) for f in pc.scales)
-    s.add_argument("--scales", type=_factors, metavar="F,F,...",
-                   help="detect at max-side times each factor and average the probabilities "
-                        f"(default {','.join(f'{f:g}' for f in pc.scales)}: long sides {sides}; 1 = one pass, fastest)")
+    setting_flag(s, "--scales", pc, "scales", type=_factors, metavar="F,F,...")
     s.add_argument("--save-masks", metavar="DIR", help="write <rel>.mask.png for each image under DIR")
     s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")
-    s.add_argument("--inpaint-model", help="IOPaint model: cv2 (default), lama, mat, migan, ...")
-    s.add_argument("--model-dir", help="folder holding torch/hub/checkpoints/<weights> for IOPaint models")
+    from wmrepair.config import InpaintConfig
+
+    setting_flag(s, "--inpaint-model", InpaintConfig, "model")
+    setting_flag(s, "--model-dir", InpaintConfig, "model_dir")
     s.add_argument("--overwrite", action="store_true",
                    help="redo every image (default: keep those the manifest records as done, redo the rest)")
     s.add_argument("--no-verify-model", action="store_true",
                    help="use --model even when it does not match the sha256 of the card (model.json) beside it")
-    s.add_argument("--jpeg-quality", type=_int_in(1, 100), help=f"JPEG/WebP quality of repaired images (default {rc.jpeg_quality})")
-    s.add_argument("--timeout", type=_number_in(1e-3, 1e9, " s"),
-                   help=f"seconds per image before it is failed (default {rc.image_timeout_s:g})")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
-    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all)")
+    setting_flag(s, "--jpeg-quality", rc, "jpeg_quality", type=_int_in(1, 100))
+    setting_flag(s, "--timeout", rc, "image_timeout_s", type=_number_in(1e-3, 1e9, " s"))
+    setting_flag(s, "--device", TrainConfig, "device", default=True)
+    setting_flag(s, "--threads", TrainConfig, "threads", default=True, type=int)
     s.add_argument("--report", metavar="DIR", help="write performance.json to DIR")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_repair)
@@ -386,9 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("info", help="print the effective optimisation settings for this machine")
-    s.add_argument("--level", choices=["conservative", "balanced", "aggressive", "custom"])
+    s.add_argument("--level", choices=list(LEVELS))
     s.add_argument("--config", help="YAML with an optimization: section")
     s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("schema", help="print the workflow config's JSON schema, generated from wmrepair.config",
+                       description="The schema under workflow/schemas/ is generated from the settings' one "
+                                   "definition in src/wmrepair/config.py; --write refreshes it after a change there.")
+    s.add_argument("--write", action="store_true", help="write it to workflow/schemas/config.schema.yaml")
+    s.set_defaults(fn=cmd_schema)
 
     s = sub.add_parser("doctor", help="check the installation (imports, IOPaint offline)")
     s.set_defaults(fn=cmd_doctor)

@@ -1,263 +1,315 @@
-"""OptimizationConfig: levels as presets of concrete fields, YAML I/O, hardware adaptation.
+"""The config: every setting of config/config.yaml, defined once here (default, bounds, one-line doc).
 
-A level only chooses starting values; any field may be overridden from YAML.
-`adapt_to_hardware` then switches off what the machine cannot do and returns
-one human-readable line per decision, so logs say *why* a feature is off.
+`WorkflowConfig` mirrors config.yaml section by section. From it come the JSON
+schema under workflow/schemas/ (`wmrepair schema --write`; a test fails when the
+file is stale), the command line's defaults and help, and the check that
+config.yaml states these defaults. `Settings` turns a config mapping into the
+typed objects the library runs with. No heavy imports: `--help` needs no torch.
+The optimisation level's fields live in `wmrepair.optimization`.
 """
 
 from __future__ import annotations
 
-import copy
-import enum
-import logging
-from dataclasses import InitVar, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from wmrepair.hardware import HardwareInfo, detect_hardware
+from wmrepair.inpaint import WEIGHTS
+from wmrepair.optimization import LEVELS, OptimizationConfig, OptimizationLevel  # noqa: F401 - re-exported
+from wmrepair.schema import json_schema, setting
 
-log = logging.getLogger(__name__)
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
-class OptimizationLevel(str, enum.Enum):
-    """The levels as an enum (plain strings work wherever a level is asked for)."""
+# Settings that moved: a config that still uses the old key gets told where it went.
+MOVED = {("repair", "mask_threshold"): "predict.threshold"}
 
-    CONSERVATIVE = "conservative"
-    BALANCED = "balanced"
-    AGGRESSIVE = "aggressive"
-    CUSTOM = "custom"
+TEST_SIZES = [(320, 240), (480, 360), (640, 480), (800, 600), (1024, 768), (1280, 960),
+              (600, 900), (1200, 1600)]
 
 
-LEVELS = tuple(level.value for level in OptimizationLevel)
+# ---- data -------------------------------------------------------------------
+@dataclass
+class SynthConfig:
+    """The embedded synthetic dataset (used where no folder of your own is set)."""
+
+    seed: int = setting(0, "random seed of the whole dataset")
+    n_train: int = setting(600, "training images", minimum=1)
+    n_val: int = setting(100, "validation images", minimum=1)
+    n_test: int = setting(48, "test images (unseen words and fonts)", minimum=1)
+    n_dev: int = setting(0, "test-sized images with training words/fonts, for tuning", minimum=0)
+    train_size: int = setting(256, "square side of training and validation images", minimum=32)
+    test_sizes: list[tuple[int, int]] = setting(doc="(width, height) of test images, cycled",
+                                                factory=lambda: list(TEST_SIZES), items={"items": {"minimum": 16}})
+    alpha_range: tuple[float, float] = setting((0.3, 0.8), "mark opacity drawn from this range",
+                                               items={"minimum": 0, "maximum": 1})
+    jpeg_fraction: float = setting(0.35, "share of watermarked files written as (recompressed) JPEG",
+                                   minimum=0, maximum=1)
 
 
 @dataclass
-class MemoryConfig:
-    cleanup_threshold: float = 0.85  # RAM/GPU fraction above which cleanup runs
-    pause_threshold: float = 0.92  # fraction above which work pauses until memory frees
-    pause_timeout_s: float = 30.0  # give up pausing after this long (then carry on)
-    cleanup_interval: int = 50  # periodic cleanup every N items (CLI: --pause-interval)
-    # Every cleanup also hands the CUDA cache and freed heap back to the system; otherwise the
-    # CUDA cache is released only when over a quarter of it is unused (re-allocating is slow).
-    aggressive_cleanup: bool = False
-    monitor_interval: float = 1.0  # seconds between resource samples (RAM, CPU, GPU memory)
-    cuda_memory_management: bool = True  # False: never release PyTorch's CUDA cache (leave it to PyTorch)
+class DataConfig:
+    """Training data: your own pairs, or the synthetic dataset."""
+
+    train_dir: str | None = setting(None, "your training pairs: <dir>/watermarked + <dir>/masks (or clean); null = synthetic")
+    val_dir: str | None = setting(None, "your validation pairs (required with train_dir)")
+    cache_size: int = setting(256, "square side of the cached training images", minimum=32)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+# ---- model and training ------------------------------------------------------
+@dataclass
+class UNetConfig:
+    """The detector's architecture."""
+
+    base_channels: int = setting(16, "channels of the first level (doubling per level)", minimum=4)
+    # Input sides must divide 2**depth (2**(depth+1) with s2d).
+    depth: int = setting(4, "down-sampling steps", minimum=1, maximum=6)
+    in_channels: int = setting(3, "input channels (RGB)", choices=[3])
+    # Space-to-depth stem: fold each 2x2 pixel block into channels on the way in and
+    # unfold the logits on the way out (PixelUnshuffle/PixelShuffle). The network then
+    # runs at half resolution, so the same compute sees 4x the image area (context is
+    # what finds faint marks), while the output keeps full resolution.
+    s2d: bool = setting(True, "space-to-depth stem: half-resolution body, full-resolution output")
+    # Light decoder: each encoder skip is added to the up-sampled map (LinkNet style)
+    # instead of concatenated, so the decoder's one 3x3 conv per level reads c channels,
+    # not 2c; up-sampling is a 1x1 conv at low resolution, then nearest 2x (the 2x2
+    # transposed conv's backward was ~10% of a CPU training step); encoder blocks are
+    # residual. 1.4x the training samples/s of the classic UNet (concat, 2 decoder
+    # convs, transposed), and better models in the same time (docs/DEVNOTES.md).
+    skip: str = setting("add", "add (LinkNet style) or concat (classic UNet) encoder skips", choices=["add", "concat"])
+    decoder_convs: int = setting(1, "3x3 convs per decoder level", minimum=1)
+    residual: bool = setting(True, "residual encoder blocks")
+    upsample: str = setting("nearest", "nearest (1x1 conv + 2x nearest) or transposed (2x2 stride-2 conv)",
+                            choices=["nearest", "transposed"])
 
 
 @dataclass
-class BatchConfig:
-    initial_batch_size: int = 8
-    min_batch_size: int = 1
-    max_batch_size: int = 32
-    adaptation_rate: float = 1.0  # after a run of successes the batch grows by this share (1.0: doubles)
-    grow_after: int = 8  # successful batches before trying a larger one
+class TrainConfig:
+    """Training. The defaults fit the 10-minute main job on 2 CPU cores (measured in docs/DEVNOTES.md)."""
 
+    epochs: int = setting(68, "epochs (progressive and full size together)", minimum=1)
+    batch_size: int = setting(16, "images per optimiser step", minimum=1)
+    lr: float = setting(3e-3, "peak learning rate (AdamW)", exclusive_minimum=0)
+    weight_decay: float = setting(1e-4, "AdamW weight decay", minimum=0)
+    schedule: str = setting("cosine", "learning-rate schedule after warm-up",
+                            choices=["cosine", "onecycle", "constant"])
+    warmup_frac: float = setting(0.05, "share of optimiser steps spent warming up", minimum=0, maximum=1)
+    min_lr_ratio: float = setting(0.02, "final learning rate as a share of lr", minimum=0, maximum=1)
+    crop: int = setting(256, "training crop side in pixels (256: whole cached images, context finds faint marks)",
+                        minimum=16)
+    # Random zoom-in measured worse (val IoU 0.51 vs 0.56).
+    scale_range: tuple[float, float] = setting((1.0, 1.0), "random zoom range of training crops",
+                                               items={"exclusiveMinimum": 0})
+    # The first `progressive_fraction` of the epochs train on samples shrunk to `progressive_size`
+    # (vs 256: ~3x the samples/s at 128, ~4x at 96), the rest at `crop`. A fraction, so that changing
+    # `epochs` keeps the proportion; off when the size is not below `crop`.
+    progressive_fraction: float = setting(0.59, "share of the epochs trained at progressive_size",
+                                          minimum=0, exclusive_maximum=1)
+    progressive_size: int = setting(128, "image side of the progressive (small) epochs", minimum=16)
+    loss: str = setting("bce_dice", "training loss", choices=["bce_dice", "focal_dice"])
+    monitor: str = setting("val_iou", "metric that selects checkpoints and stops early (val_loss: lower is better)",
+                           choices=["val_iou", "val_f1", "val_loss"])
+    patience: int = setting(5, "full-size epochs without improvement before stopping (0 = never)", minimum=0)
+    min_delta: float = setting(0.002, "smallest change of the monitor that counts as improvement", minimum=0)
+    top_k: int = setting(3, "best checkpoints kept", minimum=1)
+    seed: int = setting(0, "seed of weights, augmentation and shuffling")
+    threads: int = setting(0, "torch CPU threads (0 = all usable cores)", minimum=0)
+    resume: bool = setting(True, "resume an interrupted run of the same settings and data from last.pt")
+    time_budget_s: float | None = setting(330.0, "stop at the first full-size epoch end past this many seconds "
+                                                 "(null = no limit)", exclusive_minimum=0)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    model: dict = setting(doc="the detector's architecture", factory=lambda: asdict(UNetConfig()),
+                          schema_of=UNetConfig)
 
-@dataclass
-class ModelExecConfig:
-    mixed_precision: bool = True  # bf16/fp16 autocast where the hardware gains
-    compile_model: bool = False  # torch.compile
-    channels_last: bool = True
-    use_tensorrt: bool = False  # ONNX Runtime TensorRT/CUDA EP when installed
-    int8: bool = False  # int8 inference on x86 CPUs (post-training quantisation; masks agree ~97 % with fp32)
-    amp_dtype: str | None = None  # resolved by adapt_to_hardware: bfloat16 / float16 / None
-
-
-@dataclass
-class DataLoaderConfig:
-    num_workers: int = 1
-    pin_memory: bool = True
-    prefetch_factor: int = 2
-    persistent_workers: bool = True
-    # Keep a dataset's validation samples in RAM after the first pass (datasets given to
-    # OptimizedTrainer; the workflow's are memory-mapped caches already).
-    enable_caching: bool = True
-
-
-@dataclass
-class TrainingExecConfig:
-    gradient_accumulation_steps: int = 1
-    cudnn_benchmark: bool = True
-
-
-@dataclass
-class RepairExecConfig:
-    io_workers: int = 2  # threads decoding/encoding while the model runs
-    inpaint_workers: int = 0  # images inpainted at once (0 = one per core for cv2, else 1)
-
-
-@dataclass
-class OptimizationConfig:
-    level: str = "balanced"
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    model: ModelExecConfig = field(default_factory=ModelExecConfig)
-    dataloader: DataLoaderConfig = field(default_factory=DataLoaderConfig)
-    training: TrainingExecConfig = field(default_factory=TrainingExecConfig)
-    repair: RepairExecConfig = field(default_factory=RepairExecConfig)
-    decisions: list[str] = field(default_factory=list)  # filled by adapt_to_hardware
-    # The original API's spelling: OptimizationConfig(optimization_level=OptimizationLevel.AGGRESSIVE)
-    # is the level's preset, like from_level; fields set afterwards override it.
-    optimization_level: InitVar[OptimizationLevel | str | None] = None
-
-    def __post_init__(self, optimization_level: OptimizationLevel | str | None) -> None:
-        self.level = OptimizationLevel(self.level).value if self.level in LEVELS else self.level
-        if optimization_level is not None:
-            self.level = OptimizationLevel(optimization_level).value
-            _apply(self, PRESETS[self.level], "optimization")
-
-    # ---- construction -------------------------------------------------
-    @classmethod
-    def from_level(cls, level: str = "balanced", **overrides: Any) -> OptimizationConfig:
-        if level not in LEVELS:
-            raise ValueError(f"optimization.level must be one of {', '.join(LEVELS)}; got {level!r}")
-        cfg = cls(level=OptimizationLevel(level).value)
-        _apply(cfg, PRESETS.get(level, {}), "optimization")
-        _apply(cfg, overrides, "optimization")
-        return cfg.validate()
-
-    def validate(self) -> OptimizationConfig:
-        b, m = self.batch, self.memory
-        if not (1 <= b.min_batch_size <= b.initial_batch_size <= b.max_batch_size):
-            raise ValueError(
-                "optimization.batch needs 1 <= min_batch_size <= initial_batch_size <= max_batch_size, "
-                f"got {b.min_batch_size}, {b.initial_batch_size}, {b.max_batch_size}"
-            )
-        if not 0 < m.cleanup_threshold <= m.pause_threshold <= 1:
-            raise ValueError("optimization.memory needs 0 < cleanup_threshold <= pause_threshold <= 1")
-        return self
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> OptimizationConfig:
-        data = dict(data or {})
-        level = data.pop("level", "balanced")
-        data.pop("decisions", None)
-        return cls.from_level(level, **data)
+    def __post_init__(self) -> None:
+        self.scale_range = tuple(self.scale_range)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> OptimizationConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls.from_dict(data.get("optimization", data))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_yaml(self, path: str | Path) -> None:
-        d = self.to_dict()
-        d.pop("decisions")
-        Path(path).write_text(yaml.safe_dump({"optimization": d}, sort_keys=False))
+    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
+        return _make(cls, d, "train")
 
 
-# Presets: only the fields a level changes from the dataclass defaults (= balanced).
-PRESETS: dict[str, dict[str, Any]] = {
-    "conservative": {
-        "memory": {"cleanup_threshold": 0.75, "pause_threshold": 0.85, "cleanup_interval": 10,
-                   "aggressive_cleanup": True},
-        "batch": {"initial_batch_size": 2, "max_batch_size": 8, "grow_after": 16},
-        "model": {"mixed_precision": False, "compile_model": False, "channels_last": False},
-        "dataloader": {"num_workers": 0, "persistent_workers": False, "prefetch_factor": 2},
-        "repair": {"io_workers": 1, "inpaint_workers": 1},
-    },
-    "balanced": {},
-    "aggressive": {
-        "memory": {"cleanup_threshold": 0.9, "pause_threshold": 0.95, "cleanup_interval": 200},
-        "batch": {"initial_batch_size": 16, "max_batch_size": 128, "grow_after": 4},
-        "model": {"mixed_precision": True, "compile_model": True, "channels_last": True, "int8": True},
-        "dataloader": {"num_workers": 4, "prefetch_factor": 4},
-        "repair": {"io_workers": 4},
-    },
-    "custom": {},
-}
+@dataclass
+class ModelFileConfig:
+    """A detector you already have."""
+
+    path: str | None = setting(None, "an existing detector (.pt from wmrepair); set it to skip training")
 
 
-def _apply(obj: Any, overrides: dict[str, Any], where: str) -> None:
-    """Set nested dataclass fields from a dict; unknown keys are an error naming the key."""
-    names = {f.name for f in fields(obj)}
-    for key, value in (overrides or {}).items():
-        if key not in names or key == "decisions":
-            raise ValueError(f"unknown setting {where}.{key} (expected one of {', '.join(sorted(names - {'decisions', 'level'}))})")
-        current = getattr(obj, key)
-        if is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ValueError(f"{where}.{key} must be a mapping, got {value!r}")
-            _apply(current, value, f"{where}.{key}")
-        else:
-            setattr(obj, key, value)
+# ---- detection and repair -------------------------------------------------------
+def check_scales(scales: Any) -> tuple[float, ...]:
+    """`scales` as a tuple of floats; ValueError unless it is a non-empty list of factors in (0, 4]."""
+    vals = tuple(float(f) for f in scales)
+    if not vals or any(not 0 < f <= 4 for f in vals):
+        raise ValueError(f"predict.scales must be a non-empty list of factors above 0 and at most 4, got {list(vals)}")
+    return vals
 
 
-def adapt_to_hardware(
-    config: OptimizationConfig, hw: HardwareInfo | None = None
-) -> OptimizationConfig:
-    """Return a copy with what `hw` cannot do switched off; `decisions` says why."""
-    hw = hw or detect_hardware()
-    cfg = copy.deepcopy(config)
-    said: list[str] = []
-    m = cfg.model
+@dataclass
+class PredictConfig:
+    """Detection: the probability mask of each image."""
 
-    if m.mixed_precision:
-        if hw.cuda:
-            if all(g.bf16 for g in hw.gpus):
-                m.amp_dtype = "bfloat16"
-                said.append(f"bf16 autocast on: {hw.gpus[0].name} supports bf16")
-            else:
-                m.amp_dtype = "float16"
-                said.append(f"fp16 autocast + GradScaler: {hw.gpus[0].name} lacks bf16")
-        elif hw.cpu_bf16:
-            m.amp_dtype = "bfloat16"
-            said.append("bf16 autocast on: CPU has avx512_bf16/AMX")
-        else:
-            m.amp_dtype = None
-            m.mixed_precision = False
-            said.append("bf16 autocast off: CPU lacks avx512_bf16 and AMX")
-    else:
-        m.amp_dtype = None
+    max_side: int = setting(384, "detect at this long side (0 = native resolution, tiled); matches the training scale",
+                            minimum=0)
+    # 352 and 416 hold the `scales` passes of a large image (long side 352 / 416) in one tile
+    # each; with only 384 and 512 the 416 pass was padded to 512 (repair ~1.2x slower).
+    buckets: list[int] = setting(doc="tile sides", factory=lambda: [256, 352, 384, 416, 512],
+                                 items={"minimum": 16}, min_items=1)
+    overlap: int = setting(32, "tile overlap in pixels, blended", minimum=0)
+    threshold: float = setting(0.5, "probability above which a pixel is watermark", minimum=0, maximum=1)
+    flip_tta: bool = setting(True, "also predict mirrored tiles and average (+0.2 dB PSNR, ~25% more repair time)")
+    # A mark the detector misses at one scale (fine strokes aliasing against a fine texture) is
+    # often found at a neighbouring one: +0.004 to +0.02 mask IoU and +0.04 to +0.3 dB on every
+    # dev set with two models (DEVNOTES, scale TTA). Sides at or above an image's own long side
+    # collapse into one native pass, so small images pay nothing.
+    scales: tuple[float, ...] = setting((0.917, 1.0, 1.083), "detect at max_side times each factor and average "
+                                        "([1.0] = off)", items={"exclusiveMinimum": 0, "maximum": 4}, min_items=1)
 
-    if m.compile_model and not hw.cuda and not hw.has_compiler:
-        m.compile_model = False
-        said.append("torch.compile off: no C++ compiler for the CPU backend")
+    def __post_init__(self) -> None:
+        self.scales = check_scales(self.scales)
 
-    if m.use_tensorrt:
-        # Said, not silently ignored: the ONNX Runtime / TensorRT backend is not built yet.
-        m.use_tensorrt = False
-        said.append("use_tensorrt off: the ONNX Runtime/TensorRT backend is not implemented in this version")
 
-    if m.int8:
-        from wmrepair.quantize import int8_available
+@dataclass
+class RepairConfig:
+    """Repair of each image: mask clean-up, inpainting rounds, output, limits."""
 
-        if hw.cuda:
-            m.int8 = False
-            said.append("int8 inference off: CUDA device (the int8 kernels are CPU ones; bf16/fp16 there)")
-        elif not int8_available():
-            m.int8 = False
-            said.append("int8 inference off: this PyTorch build has no x86 quantised kernels")
-        else:
-            said.append("int8 inference on: x86 quantised kernels (detection only; training stays bf16/fp32)")
+    threshold: float = setting(0.001, "inpaint again while the residual mask covers more than this share",
+                               minimum=0, maximum=1)
+    max_iterations: int = setting(2, "inpaint rounds per image", minimum=0)
+    min_component: float = setting(2e-5, "drop detected blobs smaller than this share of the image",
+                                   minimum=0, maximum=1)
+    dilation: float = setting(0.002, "mask dilation radius as a share of the long side (min 2 px)",
+                              minimum=0, maximum=0.2)
+    # After inpainting, a pixel counts as watermark only if inpainting changed it by more than
+    # `refine_diff` grey levels (any channel) and by more than `refine_relative` of the largest
+    # change on the detected mark within `refine_radius` px; the others get their own pixels
+    # back. Trims the detector's blobby strokes to the mark itself.
+    refine_diff: float = setting(16.0, "keep as mark only pixels inpainting changed by more than this (grey levels; "
+                                       "0 = off)", minimum=0, maximum=255)
+    refine_relative: float = setting(0.25, "... and by more than this share of the strongest change on the mark "
+                                           "nearby (+0.014 mask IoU)", minimum=0, maximum=1)
+    refine_radius: int = setting(7, "'nearby' for refine_relative, in pixels", minimum=1, maximum=100)
+    jpeg_quality: int = setting(95, "JPEG/WebP quality of repaired images", minimum=1, maximum=100)
+    skip_existing: bool = setting(True, "resume: keep images the manifest records as done")
+    group_size: int = setting(8, "images detected together (tiles batched across them)", minimum=1)
+    group_pixels: int = setting(24_000_000, "decoded pixels repaired together: memory follows pixels, not image count",
+                                minimum=1_000_000)
+    max_pixels: int = setting(120_000_000, "larger images get a failed row instead of exhausting memory", minimum=1)
+    image_timeout_s: float = setting(120.0, "seconds per image before it is failed (and left untouched)",
+                                     exclusive_minimum=0)
+    pause_interval: int | None = setting(None, "memory cleanup every N images (null = the level's "
+                                               "optimization.memory.cleanup_interval)", minimum=1)
+    io_workers: int | None = setting(None, "decode/encode threads (null = the level's optimization.repair.io_workers)",
+                                     minimum=1)
+    # 0 = the level's optimization.repair.inpaint_workers, and where that is 0 too, one per usable
+    # core when the inpainter is thread-safe (IOPaint's cv2 model: C code without the GIL), else 1.
+    inpaint_workers: int = setting(0, "images inpainted at once (0 = the level's choice)", minimum=0)
 
-    d = cfg.dataloader
-    if d.pin_memory and not hw.cuda:
-        d.pin_memory = False
-        said.append("pin_memory off: no CUDA device")
-    # On a CPU-only box the model already uses every core; a loader worker only
-    # steals from it (measured on 2 cores: 42 -> 20 samples/s with one worker).
-    max_workers = max(0, hw.cpu_count - 1) if hw.cuda else (0 if hw.cpu_count <= 4 else hw.cpu_count // 4)
-    if d.num_workers > max_workers:
-        said.append(f"dataloader workers {d.num_workers} -> {max_workers}: {hw.cpu_count} CPU cores"
-                    + ("" if hw.cuda else ", no GPU (compute needs them)"))
-        d.num_workers = max_workers
-    if d.num_workers == 0:
-        d.persistent_workers = False
 
-    if cfg.training.cudnn_benchmark and not hw.cuda:
-        cfg.training.cudnn_benchmark = False
-        said.append("cudnn.benchmark off: no CUDA device")
+@dataclass
+class RepairJobsConfig(RepairConfig):
+    """What to repair and how the workflow splits it into jobs, with the repair settings of each image."""
 
-    if cfg.repair.io_workers > hw.cpu_count * 2:
-        cfg.repair.io_workers = hw.cpu_count * 2
-        said.append(f"repair io_workers capped at {cfg.repair.io_workers}")
+    input_dir: str | None = setting(None, "images to repair (searched recursively); null = the synthetic test split")
+    clean_dir: str | None = setting(None, "optional ground truth for evaluation: clean images (same relative names)")
+    mask_dir: str | None = setting(None, "optional ground truth for evaluation: masks (same relative names)")
+    chunk_size: int = setting(24, "images per repair_chunk job", minimum=1)
+    mem_mb: int | None = setting(None, "memory per chunk job in MB (null = from its images: 800 MB + 100 B per pixel "
+                                       "of its largest group); times the attempt on retry", minimum=256)
 
-    cfg.validate()
-    cfg.decisions = said
-    for line in said:
-        log.info(line)
-    return cfg
+
+@dataclass
+class InpaintConfig:
+    """The IOPaint model that fills the detected marks."""
+
+    model: str = setting("cv2", "IOPaint model; all but cv2 need local weights (see README)", choices=list(WEIGHTS))
+    model_dir: str | None = setting(None, "folder with torch/hub/checkpoints/<weights>")
+    # Original for cv2 is 57x faster than Crop on tiled marks, same pixels (wmrepair.inpaint).
+    hd_strategy: str = setting("auto", "large-image strategy: auto = Original for cv2, Crop for the networks",
+                               choices=["auto", "Crop", "Resize", "Original"])
+    cv2_radius: int = setting(3, "cv2 inpaint radius (3 is ~4x faster than 5 at equal PSNR)", minimum=1)
+    cv2_flag: str = setting("INPAINT_NS", "cv2 algorithm", choices=["INPAINT_TELEA", "INPAINT_NS"])
+
+
+# ---- the whole file -----------------------------------------------------------------
+@dataclass
+class WorkflowConfig:
+    """wmrepair workflow configuration (config/config.yaml)."""
+
+    __required__ = ("optimization", "data", "train", "repair", "inpaint")
+    results: str = setting("results", "folder everything a run writes goes under", min_length=1)
+    logs: str = setting("logs", "folder of the jobs' logs (logs/<rule>/...)", min_length=1)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelFileConfig = field(default_factory=ModelFileConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    repair: RepairJobsConfig = field(default_factory=RepairJobsConfig)
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of config.yaml, generated from `WorkflowConfig`."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **json_schema(WorkflowConfig)}
+
+
+def schema_text() -> str:
+    """The schema file's content (what `wmrepair schema --write` writes)."""
+    head = ("# Generated from src/wmrepair/config.py by `wmrepair schema --write`; do not edit by hand\n"
+            "# (tests/test_config.py fails when this file and the definitions disagree).\n")
+    return head + yaml.safe_dump(config_schema(), sort_keys=False, width=200, default_flow_style=None)
+
+
+def check_moved(cfg: dict[str, Any]) -> None:
+    """ValueError naming the new key when `cfg` uses a key that moved."""
+    for (section, key), new in MOVED.items():
+        if isinstance(cfg.get(section), dict) and key in cfg[section]:
+            raise ValueError(f"{section}.{key} is now {new}")
+
+
+def _make(cls: type, data: dict[str, Any] | None, section: str, drop: tuple[str, ...] = ()) -> Any:
+    data = {k: v for k, v in (data or {}).items() if k not in drop}
+    known = {f.name for f in fields(cls) if f.init}
+    bad = sorted(set(data) - known)
+    if bad:
+        moved = MOVED.get(tuple(section.split(".")[-1:]) + (bad[0],))
+        raise ValueError(f"{section}.{bad[0]} is now {moved}" if moved else
+                         f"unknown setting {section}.{bad[0]} (known: {', '.join(sorted(known))})")
+    return cls(**data)
+
+
+@dataclass
+class Settings:
+    """A config mapping as the typed objects the library runs with (missing sections: the defaults)."""
+
+    optimization: OptimizationConfig
+    synth: SynthConfig
+    train: TrainConfig
+    predict: PredictConfig
+    repair: RepairConfig
+    inpaint: InpaintConfig
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Settings:
+        check_moved(cfg)
+        synth = dict((cfg.get("data") or {}).get("synth") or {})
+        if "test_sizes" in synth:
+            synth["test_sizes"] = [tuple(s) for s in synth["test_sizes"]]
+        jobs = {f.name for f in fields(RepairJobsConfig)} - {f.name for f in fields(RepairConfig)}
+        return cls(
+            optimization=OptimizationConfig.from_dict(cfg.get("optimization")),
+            synth=_make(SynthConfig, synth, "data.synth"),
+            train=TrainConfig.from_dict(cfg.get("train")),
+            predict=_make(PredictConfig, cfg.get("predict"), "predict"),
+            repair=_make(RepairConfig, cfg.get("repair"), "repair", drop=tuple(jobs)),
+            inpaint=_make(InpaintConfig, cfg.get("inpaint"), "inpaint"),
+            raw=cfg,
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path = DEFAULT_CONFIG) -> Settings:
+        return cls.from_config(yaml.safe_load(Path(path).read_text()) or {})

@@ -11,8 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from wmrepair.config import InpaintConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +86,13 @@ def resolve_hd_strategy(model: str, hd_strategy: str = "auto") -> str:
 class Inpainter:
     """Wraps IOPaint's ModelManager; `__call__(rgb, mask) -> rgb` (uint8)."""
 
-    def __init__(self, name: str = "cv2", device: str = "cpu", model_dir: str | Path | None = None,
-                 hd_strategy: str = "auto", cv2_radius: int = 3, cv2_flag: str = "INPAINT_NS") -> None:
-        env = resolve_weights(name, model_dir)
+    def __init__(self, name: str | None = None, device: str = "cpu", config: InpaintConfig | None = None) -> None:
+        """`config`: the inpaint settings (defaults: `InpaintConfig`); `name` overrides its model."""
+        from wmrepair.config import InpaintConfig
+
+        cfg = config or InpaintConfig()
+        name = name or cfg.model
+        env = resolve_weights(name, cfg.model_dir)
         os.environ.update(env)  # IOPaint reads these at import time
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
@@ -104,8 +112,8 @@ class Inpainter:
         # may run at once. Torch models already use every core (or the GPU).
         self.thread_safe = name == "cv2"
         self.manager = ModelManager(name=name, device=device)
-        self.request = InpaintRequest(hd_strategy=resolve_hd_strategy(name, hd_strategy), cv2_radius=cv2_radius,
-                                      cv2_flag=cv2_flag)
+        self.request = InpaintRequest(hd_strategy=resolve_hd_strategy(name, cfg.hd_strategy),
+                                      cv2_radius=cfg.cv2_radius, cv2_flag=cfg.cv2_flag)
 
     def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         m = (mask > 0).astype(np.uint8) * 255

@@ -6,10 +6,10 @@ import atexit
 from pathlib import Path
 from typing import Any
 
-from wmrepair.config import OptimizationConfig, adapt_to_hardware
 from wmrepair.hardware import HardwareInfo, detect_hardware
 from wmrepair.memory import MemoryManager
 from wmrepair.monitor import ResourceMonitor
+from wmrepair.optimization import OptimizationConfig, adapt_to_hardware
 from wmrepair.profiling import PerformanceAnalyzer
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from wmrepair.config import MemoryConfig
+from wmrepair.optimization import MemoryConfig
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -6,34 +6,13 @@ Input is float RGB in [0, 1]; normalisation happens inside so every caller
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-@dataclass
-class UNetConfig:
-    base_channels: int = 16
-    depth: int = 4  # number of down-sampling steps; input sides must divide 2**depth (2**(depth+1) with s2d)
-    in_channels: int = 3
-    # Space-to-depth stem: fold each 2x2 pixel block into channels on the way in and
-    # unfold the logits on the way out (PixelUnshuffle/PixelShuffle). The network then
-    # runs at half resolution, so the same compute sees 4x the image area (context is
-    # what finds faint marks), while the output keeps full resolution.
-    s2d: bool = True
-    # Light decoder: each encoder skip is added to the up-sampled map (LinkNet style)
-    # instead of concatenated, so the decoder's one 3x3 conv per level reads c channels,
-    # not 2c; up-sampling is a 1x1 conv at low resolution, then nearest 2x (the 2x2
-    # transposed conv's backward was ~10% of a CPU training step); encoder blocks are
-    # residual. 1.4x the training samples/s of the classic UNet (concat, 2 decoder
-    # convs, transposed), and better models in the same time (docs/DEVNOTES.md).
-    skip: str = "add"  # "add" or "concat" (classic UNet)
-    decoder_convs: int = 1
-    residual: bool = True
-    upsample: str = "nearest"  # "nearest" or "transposed" (2x2 stride-2 conv)
-
+from wmrepair.config import UNetConfig
 
 # What a model file that lacks a field was built with (files from before the field existed).
 LEGACY_FIELDS = {"s2d": False, "skip": "concat", "decoder_convs": 2, "residual": False, "upsample": "transposed"}

@@ -27,13 +27,13 @@ import torch
 
 from wmrepair.batching import AdaptiveBatchProcessor
 from wmrepair.checkpoints import load_model
-from wmrepair.config import OptimizationConfig, adapt_to_hardware
+from wmrepair.config import PredictConfig, check_scales  # noqa: F401 - part of this module's API
+from wmrepair.device import resolve_device
 from wmrepair.memory import MemoryManager
 from wmrepair.model import UNet, fold_batchnorm, fold_space_to_depth
+from wmrepair.optimization import OptimizationConfig, adapt_to_hardware
 from wmrepair.profiling import PerformanceAnalyzer
 from wmrepair.quantize import quantize_int8
-from wmrepair.settings import PredictConfig, check_scales  # noqa: F401 - part of this module's API
-from wmrepair.train import resolve_device
 
 log = logging.getLogger(__name__)
 

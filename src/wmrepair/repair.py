@@ -26,6 +26,7 @@ import psutil
 from tqdm import tqdm
 
 from wmrepair.chunks import group_by_pixels
+from wmrepair.config import InpaintConfig, RepairConfig
 from wmrepair.files import (
     Staging,
     check_no_overlap,
@@ -53,7 +54,6 @@ from wmrepair.manifest import (  # noqa: F401 - MANIFEST_FIELDS and write_manife
 from wmrepair.memory import MemoryManager, is_oom_error
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.profiling import PerformanceAnalyzer
-from wmrepair.settings import RepairConfig
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class RepairEngine:
         live: dict[int, _Pass] = {}
         for i, prob in enumerate(probs):
             try:
-                det = postprocess_mask(prob, c.mask_threshold, c.min_component)
+                det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component)
                 live[i] = _Pass(rgbs[i], det, np.zeros_like(det), det.copy())
             except Exception as exc:
                 out[i] = exc
@@ -252,7 +252,7 @@ class RepairEngine:
                 # Leftovers of a mark lie next to it: new detections far from the
                 # first mask are false positives that another pass would only damage.
                 st = live[i]
-                st.det = postprocess_mask(prob, c.mask_threshold, c.min_component) & dilate(st.seen, 3 * c.dilation)
+                st.det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component) & dilate(st.seen, 3 * c.dilation)
                 st.seen |= st.det
         return list(zip(out, spent, strict=True))
 
@@ -468,7 +468,7 @@ def check_paths(input_root: str | Path, output_root: str | Path, manifest: str |
 
 
 def build_engine(model: str | Path, optimization: Any = None, predict_config: Any = None,
-                 repair_config: RepairConfig | None = None, inpaint: dict[str, Any] | None = None,
+                 repair_config: RepairConfig | None = None, inpaint: InpaintConfig | dict[str, Any] | None = None,
                  device: str = "auto", threads: int = 0, optimized: bool = True,
                  verify_model: bool = True) -> RepairEngine:
     """Predictor + IOPaint inpainter + engine, as the CLI and the workflow both use them.
@@ -476,16 +476,16 @@ def build_engine(model: str | Path, optimization: Any = None, predict_config: An
     The inpaint model is checked (weights present, IOPaint importable) *before*
     the detector loads, so a misconfigured run fails in seconds, not after work.
     """
-    from wmrepair.config import OptimizationConfig
     from wmrepair.inpaint import Inpainter
+    from wmrepair.optimization import OptimizationConfig
 
     opt = optimization or OptimizationConfig()
     rc = repair_config or RepairConfig()
-    inp = dict(inpaint or {})
-    from wmrepair.train import resolve_device
+    inp = InpaintConfig(**inpaint) if isinstance(inpaint, dict) else inpaint
+    from wmrepair.device import resolve_device
 
     dev = resolve_device(device)
-    inpainter = Inpainter(name=inp.pop("model", "cv2"), device=dev.type, **inp)
+    inpainter = Inpainter(device=dev.type, config=inp)
     predictor = OptimizedWatermarkPredictor(model, opt, predict_config, device=str(dev), threads=threads,
                                             optimized=optimized, verify_model=verify_model)
     predictor.analyzer.note_settings(device=str(dev), level=opt.level)  # for the report: what the repair ran on

@@ -27,9 +27,14 @@ def setup(snakemake: Any) -> None:
 
 
 def settings(snakemake: Any):
-    from wmrepair.settings import Settings
+    """The typed settings of the sections the rule passes as `params.settings` (what its job runs).
 
-    return Settings.from_config(snakemake.config)
+    Built from the params, not the whole config: the rerun trigger (Snakemake
+    compares params) and the settings the job uses cannot drift apart.
+    """
+    from wmrepair.config import Settings
+
+    return Settings.from_config(snakemake.params.settings)
 
 
 def written_dirs(config: dict[str, Any]) -> dict[str, str]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tqdm import tqdm
 
+from wmrepair.config import TEST_SIZES, SynthConfig  # noqa: F401 - SynthConfig: part of this module's API
 from wmrepair.files import atomic_write_bytes
 from wmrepair.hardware import usable_cpus
 from wmrepair.imageio import encode_image, write_mask
@@ -33,23 +34,6 @@ TEST_FONTS = ["DejaVuSerif-BoldItalic.ttf", "STIXGeneralItalic.ttf", "DejaVuSans
 SKIMAGE_BACKGROUNDS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
                        "immunohistochemistry", "retina", "brick", "grass", "gravel", "camera",
                        "moon", "coins", "clock", "cell"]
-TEST_SIZES = [(320, 240), (480, 360), (640, 480), (800, 600), (1024, 768), (1280, 960),
-              (600, 900), (1200, 1600)]
-
-
-@dataclass
-class SynthConfig:
-    seed: int = 0
-    n_train: int = 600
-    n_val: int = 100
-    n_test: int = 48
-    n_dev: int = 0  # test-sized images with training words/fonts, for tuning (see `synthesize`)
-    train_size: int = 256
-    test_sizes: list[tuple[int, int]] = field(default_factory=lambda: list(TEST_SIZES))
-    alpha_range: tuple[float, float] = (0.3, 0.8)
-    jpeg_fraction: float = 0.35  # share of watermarked files written as JPEG (recompressed)
-
-
 def _font_dir() -> Path:
     import matplotlib
 

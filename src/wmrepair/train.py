@@ -15,8 +15,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,64 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wmrepair.checkpoints import CheckpointManager, EarlyStopping, load, monitor_mode
-from wmrepair.config import OptimizationConfig, adapt_to_hardware
+from wmrepair.config import TrainConfig
+from wmrepair.device import autocast_for, resolve_device, to_input  # noqa: F401 - resolve_device: API
 from wmrepair.losses import confusion, iou_f1, segmentation_loss
-from wmrepair.model import UNet, UNetConfig, build_model
+from wmrepair.model import UNet, build_model
 from wmrepair.monitor import ResourceMonitor
+from wmrepair.optimization import OptimizationConfig, adapt_to_hardware
 from wmrepair.profiling import PerformanceAnalyzer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    # Defaults are the embedded default's (config/config.yaml; a test keeps the two equal): what fits
-    # the 10-minute main job on 2 CPU cores, measured in docs/DEVNOTES.md.
-    epochs: int = 68
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | onecycle | constant
-    warmup_frac: float = 0.05  # share of optimiser steps spent warming up
-    min_lr_ratio: float = 0.02
-    crop: int = 256  # training crop side (pixels): whole cached images
-    scale_range: tuple[float, float] = (1.0, 1.0)  # random zoom-in measured worse (val IoU 0.51 vs 0.56)
-    # Progressive resizing: the first `progressive_fraction` of the epochs train on samples
-    # shrunk to `progressive_size` (vs 256: ~3x the samples/s at 128, ~4x at 96), the rest at
-    # `crop`. A fraction, so that changing `epochs` keeps the proportion; off when the size is not
-    # below `crop`.
-    progressive_fraction: float = 0.59
-    progressive_size: int = 128
-    loss: str = "bce_dice"
-    monitor: str = "val_iou"
-    patience: int = 5  # 0 disables early stopping
-    min_delta: float = 0.002
-    top_k: int = 3
-    seed: int = 0
-    threads: int = 0  # 0: all usable cores
-    resume: bool = True
-    time_budget_s: float | None = 330.0  # stop at the first epoch end past this (safety net; None = off)
-    device: str = "auto"
-    model: dict = field(default_factory=lambda: asdict(UNetConfig()))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ValueError(f"unknown setting train.{bad[0]} (known: {', '.join(sorted(known))})")
-        if "scale_range" in d:
-            d["scale_range"] = tuple(d["scale_range"])
-        return cls(**d)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
@@ -98,26 +48,6 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     if cfg.schedule == "cosine":
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
     raise ValueError(f"unknown schedule {cfg.schedule!r} (expected cosine, onecycle or constant)")
-
-
-def autocast_for(device: torch.device, amp_dtype: str | None):
-    if not amp_dtype:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=getattr(torch, amp_dtype))
-
-
-def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 NHWC batch (ours) or an NCHW image batch (uint8 or float in [0, 1]) -> float NCHW on `device`.
-
-    Conversion after the copy: 4x less traffic. The permuted view of NHWC keeps
-    its memory, i.e. channels_last, with no copy; only the NCHW-contiguous
-    (conservative) path pays for a reorder.
-    """
-    x = x.to(device, non_blocking=True)
-    if x.shape[-1] == 3 and x.shape[1] != 3:
-        x = x.permute(0, 3, 1, 2)
-    x = x.float() if x.is_floating_point() else x.float().div_(255)
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def to_target(y: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -222,7 +152,7 @@ class OptimizedTrainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
         kw: dict[str, Any] = {}
         if d.num_workers > 0:
-            kw.update(prefetch_factor=d.prefetch_factor, persistent_workers=False)
+            kw.update(prefetch_factor=d.prefetch_factor)
         return DataLoader(
             ds, batch_size=self.cfg.batch_size, shuffle=train, generator=g if train else None,
             num_workers=d.num_workers, pin_memory=d.pin_memory and self.device.type == "cuda",

@@ -20,8 +20,8 @@ def caches(tmp_path_factory):
 @pytest.mark.parametrize("gpu_bf16", [False, True], ids=["fp16+GradScaler", "bf16"])
 def test_trainer_mixed_precision_on_gpu(caches, tmp_path, monkeypatch, gpu_bf16):
     from wmrepair import config as config_mod
-    from wmrepair.config import OptimizationConfig
     from wmrepair.hardware import GPUInfo, HardwareInfo
+    from wmrepair.optimization import OptimizationConfig
     from wmrepair.train import TrainConfig, train_from_cache
 
     hw = HardwareInfo(cpu_count=8, gpus=[GPUInfo(0, torch.cuda.get_device_name(0), 80000, gpu_bf16)])
@@ -38,8 +38,8 @@ def test_trainer_mixed_precision_on_gpu(caches, tmp_path, monkeypatch, gpu_bf16)
 
 
 def test_predictor_on_gpu_matches_cpu():
-    from wmrepair.config import OptimizationConfig
     from wmrepair.model import UNet, UNetConfig
+    from wmrepair.optimization import OptimizationConfig
     from wmrepair.predict import OptimizedWatermarkPredictor
 
     torch.manual_seed(0)
@@ -57,8 +57,8 @@ def test_predictor_on_gpu_matches_cpu():
 
 def test_real_cuda_oom_is_caught_and_backed_off():
     from wmrepair.batching import AdaptiveBatchProcessor
-    from wmrepair.config import BatchConfig
     from wmrepair.memory import MemoryManager, is_oom_error
+    from wmrepair.optimization import BatchConfig
 
     free, total = torch.cuda.mem_get_info()
     per_item = int(total * 0.3)  # 4 items at once cannot fit; 2 can

@@ -10,6 +10,13 @@ def _validate_config():
     """Schema first (snakemake.utils.validate), then the library's own checks; one line on failure."""
     from snakemake.exceptions import WorkflowError
 
+    from wmrepair.config import Settings, check_moved
+    from wmrepair.smk import check_config
+
+    try:
+        check_moved(config)
+    except ValueError as exc:
+        sys.exit(f"wmrepair config error: {exc}")
     try:
         validate(config, workflow.source_path("../schemas/config.schema.yaml"))
     except WorkflowError as exc:
@@ -21,11 +28,8 @@ def _validate_config():
         where = ".".join(str(p) for p in err.absolute_path) if err is not None else "?"
         msg = err.message if err is not None else str(exc).splitlines()[0]
         sys.exit(f"wmrepair config error: {where}: {msg}")
-    from wmrepair.config import OptimizationConfig
-    from wmrepair.smk import check_config
-
     try:
-        OptimizationConfig.from_dict(config["optimization"])
+        Settings.from_config(config)  # the checks across fields (batch bounds, scales, ...), once, before any job
         check_config(config)
     except ValueError as exc:
         sys.exit(f"wmrepair config error: {exc}")

@@ -7,7 +7,7 @@ rule synthesize_dataset:
         f"{BENCH}/synthesize_dataset.tsv"
     params:
         out=lambda wc, output: os.path.dirname(output.marker),
-        synth=config["data"]["synth"],
+        settings={"data": {"synth": config["data"]["synth"]}},
     conda:
         "../envs/wmrepair.yaml"
     script:

@@ -33,6 +33,7 @@ rule select_checkpoint:
         f"{BENCH}/select_checkpoint.tsv"
     params:
         checkpoints=f"{RESULTS}/train/checkpoints",
+        settings=settings_of("train"),
     conda:
         "../envs/wmrepair.yaml"
     script:
