@@ -76,6 +76,14 @@ def test_harm_figures_on_known_images(tmp_path):
     assert m["false_mark_share"] == pytest.approx(32 / (2 * 8 * 24 + 32))  # the pixels predicted on 'b'
     assert m["mask_iou"] == 1.0  # on the marked images, whose masks are exact
     assert m["worst_psnr_change_db"] < -1 and m["psnr_input"] < 100
+    # PSNR/SSIM figures describe the marked images (an unmarked input's PSNR is capped at 100 dB).
+    import pandas as pd
+
+    evaluate(tmp_path / "manifest.csv", dirs["in"], dirs["clean"], dirs["masks"], dirs["pred"], tmp_path / "per.csv")
+    per = pd.read_csv(tmp_path / "per.csv")
+    marked = per[per["marked"]]
+    assert m["psnr_input"] == pytest.approx(marked["psnr_input"].mean())
+    assert m["psnr_gain_db"] == pytest.approx((marked["psnr_output"] - marked["psnr_input"]).mean())
 
 
 def test_real_photo_set_pairs_each_picture_marked_and_unmarked(tmp_path):

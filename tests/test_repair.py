@@ -45,9 +45,32 @@ def test_predict_threshold_decides_what_repair_treats_as_mark(tmp_path, colour_d
 
     _folder(tmp_path / "in", n=2)
     for threshold, status in ((0.5, "ok"), (0.9999, "clean")):  # the red box scores sigmoid(8) = 0.99966
-        eng = _engine(colour_detector, cv2_inpainter, PredictConfig(threshold=threshold))
+        eng = _engine(colour_detector, cv2_inpainter, PredictConfig(threshold=threshold, gate=0))
         rows = eng.run(tmp_path / "in", tmp_path / f"out{threshold}", progress=False)
         assert {r["status"] for r in rows} == {status}, threshold
+
+
+def test_image_confidence_reads_the_most_confident_pixels():
+    from wmrepair.predict import image_confidence
+
+    prob = np.full((400, 500), 0.2, np.float32)
+    assert image_confidence(prob) == pytest.approx(0.2)
+    prob[10:14, 10:60] = 0.95  # a corner line: 0.1 % of the image
+    assert image_confidence(prob) > 0.9
+    assert image_confidence(np.zeros((3, 3), np.float32)) == 0.0  # tiny images: every pixel counts
+
+
+def test_the_gate_leaves_images_below_it_untouched(tmp_path, colour_detector, cv2_inpainter):
+    """predict.gate: an image whose confidence is below it is not repaired (status clean, bytes kept)."""
+    from wmrepair.config import PredictConfig
+
+    _folder(tmp_path / "in", n=2)
+    for gate, status in ((0.99, "ok"), (0.9999, "clean")):  # the red box scores sigmoid(8) = 0.99966
+        eng = _engine(colour_detector, cv2_inpainter, PredictConfig(gate=gate))
+        rows = eng.run(tmp_path / "in", tmp_path / f"out{gate}", progress=False)
+        assert {r["status"] for r in rows} == {status}, gate
+        result = eng.p.predict(str(tmp_path / "in" / "img0.png"))
+        assert result["has_watermark"] == (status == "ok") and result["confidence"] > 0.999
 
 
 def test_real_iopaint_repairs_and_keeps_names(tmp_path, colour_detector, cv2_inpainter):

@@ -124,6 +124,7 @@ def test_changed_settings_rerun_what_depends_on_them(finished_run):
     ({"optimization": {"level": "turbo"}}, "optimization.level"),
     ({"repair": {"chunk_sizes": 3}}, "repair"),
     ({"predict": {"scales": [0, 1]}}, "predict.scales"),
+    ({"repair": {"mask_threshold": 0.4}}, "repair.mask_threshold is now predict.threshold"),
     ({"optimization": {"level": "balanced", "batch": {"initial_batch_size": 64, "max_batch_size": 8}}}, "optimization.batch"),
 ])
 def test_malformed_config_one_line_error(tmp_path, override, key):
@@ -147,6 +148,8 @@ def test_run_never_writes_where_it_reads(tmp_path, finished_run):
         ({"results": str(photos / "results"), "repair": {"input_dir": str(photos)}}, "repair.input_dir"),
         ({"logs": str(photos / "logs"), "repair": {"input_dir": str(photos)}}, "logs"),
         ({"repair": {"input_dir": str(tmp_path / "empty")}}, "no images"),
+        ({"data": {"backgrounds_dir": str(tmp_path / "empty")}}, "data.backgrounds_dir: no images"),
+        ({"results": str(photos / "results"), "data": {"backgrounds_dir": str(photos)}}, "data.backgrounds_dir"),
     ]
     (tmp_path / "results/repair/images").mkdir(parents=True)
     shutil.copy(next(photos.iterdir()), tmp_path / "results/repair/images")

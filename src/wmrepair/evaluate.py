@@ -105,9 +105,13 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
     all_counts = np.array([c for rec, c in scored if "mask_iou" in rec], np.int64).reshape(-1, 3).sum(axis=0)
     counts = image_counts.sum(axis=0)
     df = pd.DataFrame(per)
+    # PSNR and SSIM describe the repair of marked images; an unmarked image's input equals its clean
+    # picture (PSNR capped at 100 dB), so it would swamp the mean. Unmarked ones count in `harm`.
+    known = "marked" in df and df["marked"].notna().any()
+    graded = df[df["marked"].fillna(True).astype(bool)] if known else df
 
-    def mean(col: str) -> float | None:
-        return float(df[col].mean()) if col in df and df[col].notna().any() else None
+    def mean(col: str, frame: pd.DataFrame = graded) -> float | None:
+        return float(frame[col].mean()) if col in frame and frame[col].notna().any() else None
 
     # Every key is always there (None where the ground truth for it is missing): readers
     # such as the report need not know which ground truth a run had.
@@ -121,12 +125,12 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
         "ssim_input": mean("ssim_input"), "ssim_output": mean("ssim_output"),
         "psnr_gain_db": None, "psnr_gain_median_db": None, "psnr_gain_ci95_db": None,
         "mask_iou": None, "mask_f1": None, "mask_iou_ci95": None,
-        "mask_iou_mean_per_image": mean("mask_iou"),
+        "mask_iou_mean_per_image": mean("mask_iou"),  # marked images only
         "has_ground_truth": bool(cleans or masks),
     }
     if out["psnr_input"] is not None:
         out["psnr_gain_db"] = out["psnr_output"] - out["psnr_input"]
-        gains = (df["psnr_output"] - df["psnr_input"]).dropna()
+        gains = (graded["psnr_output"] - graded["psnr_input"]).dropna()
         out["psnr_gain_median_db"] = float(statistics.median(gains)) if len(gains) else None
         out["psnr_gain_ci95_db"] = bootstrap_ci(gains.to_numpy(), lambda g: g.mean(axis=-1))
     if counts.sum():

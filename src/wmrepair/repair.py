@@ -218,6 +218,8 @@ class RepairEngine:
         for i, prob in enumerate(probs):
             try:
                 det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component)
+                if self.p.cfg.gate and self.p.confidence(prob) < self.p.cfg.gate:
+                    det[:] = False  # the image-level decision: not marked, leave it as it is
                 live[i] = _Pass(rgbs[i], det, np.zeros_like(det), det.copy())
             except Exception as exc:
                 out[i] = exc

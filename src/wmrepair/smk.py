@@ -61,11 +61,14 @@ def check_config(config: dict[str, Any], cwd: str | Path | None = None) -> None:
     if bool(data["train_dir"]) != bool(data["val_dir"]):
         raise ValueError("data.train_dir and data.val_dir must be set together")
     folders = {"data.train_dir": data["train_dir"], "data.val_dir": data["val_dir"],
+               "data.backgrounds_dir": data.get("backgrounds_dir"),
                "repair.input_dir": rep["input_dir"], "repair.clean_dir": rep.get("clean_dir"),
                "repair.mask_dir": rep.get("mask_dir"), "inpaint.model_dir": config.get("inpaint", {}).get("model_dir")}
     for key, d in folders.items():
         if d and not Path(d).is_dir():
             raise ValueError(f"{key}: folder {d} does not exist")
+    if data.get("backgrounds_dir") and next(iter_images(data["backgrounds_dir"]), None) is None:
+        raise ValueError(f"data.backgrounds_dir: no images under {data['backgrounds_dir']}")
     if rep["input_dir"] and next(iter_images(rep["input_dir"]), None) is None:
         raise ValueError(f"repair.input_dir: no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under {rep['input_dir']}")
     if model["path"] and not Path(model["path"]).is_file():

@@ -31,34 +31,87 @@ TEST_WORDS = ["Unsplash", "Dreamstime", "PRIVATE", "specimen", "(c) Lens&Co", "F
 TRAIN_FONTS = ["DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono-Bold.ttf",
                "DejaVuSans-Oblique.ttf", "STIXGeneralBol.ttf", "cmss10.ttf", "DejaVuSerif-Italic.ttf"]
 TEST_FONTS = ["DejaVuSerif-BoldItalic.ttf", "STIXGeneralItalic.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf"]
+# Every image scikit-image ships locally (no pooch download), and matplotlib's sample photographs.
+# "page" and "text" (print), "logo" and "horse" (graphics) are hard negatives by nature.
 SKIMAGE_BACKGROUNDS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
                        "immunohistochemistry", "retina", "brick", "grass", "gravel", "camera",
-                       "moon", "coins", "clock", "cell"]
+                       "moon", "coins", "clock", "cell", "colorwheel", "page", "text", "logo", "horse"]
+MATPLOTLIB_BACKGROUNDS = ["grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"]
+
+
 def _font_dir() -> Path:
     import matplotlib
 
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
-_BACKGROUND_CACHE: list[np.ndarray] = []
+_BACKGROUND_CACHE: dict[str | None, list[np.ndarray]] = {}
+OWN_BACKGROUND_SIDE = 1024  # a user's background is shrunk to this long side once (memory, speed)
 
 
-def _backgrounds() -> list[np.ndarray]:
-    """Clean RGB images that ship inside scikit-image (no download)."""
-    if not _BACKGROUND_CACHE:
-        import skimage.data as skd
+def _rgb(a: np.ndarray) -> np.ndarray:
+    """Any sample image as uint8 RGB: grey stacked, RGBA over white, bool as two tones, floats scaled."""
+    if a.dtype == bool:
+        a = np.where(a, 30, 235).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(a * (255.0 if a.max() <= 1 else 1.0), 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.stack([a] * 3, -1)
+    if a.shape[-1] == 4:
+        alpha = a[..., 3:4].astype(np.float32) / 255
+        a = (a[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(a[..., :3])
 
-        for name in SKIMAGE_BACKGROUNDS:
-            try:
-                a = np.asarray(getattr(skd, name)())
-            except Exception:  # a name missing in some skimage version: use the rest
-                continue
-            if a.ndim == 2:
-                a = np.stack([a] * 3, -1)
-            _BACKGROUND_CACHE.append(np.ascontiguousarray(a[..., :3].astype(np.uint8)))
-        if len(_BACKGROUND_CACHE) < 3:
-            raise RuntimeError("scikit-image ships too few sample images for backgrounds")
-    return _BACKGROUND_CACHE
+
+def _shipped_backgrounds() -> list[np.ndarray]:
+    """Clean images that ship inside installed packages (no download): scikit-image's local set and
+    matplotlib's sample photograph. Some are hard negatives by nature: a printed page, text, a logo."""
+    import skimage.data as skd
+
+    out = []
+    for name in SKIMAGE_BACKGROUNDS:
+        try:
+            out.append(_rgb(np.asarray(getattr(skd, name)())))
+        except Exception:  # a name missing (or needing a download) in some skimage version: use the rest
+            continue
+    import matplotlib
+
+    for name in MATPLOTLIB_BACKGROUNDS:
+        f = Path(matplotlib.get_data_path()) / "sample_data" / name
+        if f.is_file():
+            out.append(_rgb(np.asarray(Image.open(f))))
+    if len(out) < 3:
+        raise RuntimeError("scikit-image ships too few sample images for backgrounds")
+    return out
+
+
+def _own_backgrounds(folder: str | Path) -> list[np.ndarray]:
+    """The user's clean images (`data.backgrounds_dir`), each shrunk to OWN_BACKGROUND_SIDE."""
+    from wmrepair.imageio import iter_images, read_image
+
+    out = []
+    for path in iter_images(folder):
+        try:
+            im = Image.fromarray(read_image(Path(folder) / path).rgb)
+        except Exception:  # unreadable file: the others still serve
+            continue
+        im.thumbnail((OWN_BACKGROUND_SIDE, OWN_BACKGROUND_SIDE))
+        out.append(np.asarray(im))
+    if not out:
+        raise ValueError(f"data.backgrounds_dir: no readable images under {folder}")
+    return out
+
+
+def _backgrounds(own: str | Path | None = None) -> list[np.ndarray]:
+    """The photographs backgrounds are cut from: the shipped ones, plus `own` (a folder) when given."""
+    if None not in _BACKGROUND_CACHE:
+        _BACKGROUND_CACHE[None] = _shipped_backgrounds()
+    if own is None:
+        return _BACKGROUND_CACHE[None]
+    key = str(Path(own).resolve())
+    if key not in _BACKGROUND_CACHE:
+        _BACKGROUND_CACHE[key] = _own_backgrounds(own)
+    return _BACKGROUND_CACHE[key]
 
 
 def _noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4) -> np.ndarray:
@@ -76,9 +129,35 @@ def _noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4) -> np.nda
     return np.clip((out - out.min()) / (np.ptp(out) + 1e-6), 0, 1)
 
 
+def _dead_leaves(rng: np.random.Generator, h: int, w: int, detail: float = 1.0) -> np.ndarray:
+    """Dead-leaves occlusion model: opaque discs of power-law radii (natural images' statistics)."""
+    im = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    d = ImageDraw.Draw(im)
+    rmin, rmax = max(1.5, 2 * detail), max(h, w) / 3
+    for _ in range(int(rng.integers(150, 400))):
+        # r ~ r^-3 between rmin and rmax (inverse CDF): scale invariance
+        r = 1 / np.sqrt(rng.uniform(1 / rmax**2, 1 / rmin**2))
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        d.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return np.asarray(im)
+
+
+def _illustration(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Flat vector-style art: gradient sky, filled shapes with strong dark outlines."""
+    c1, c2 = rng.random(3) * 255, rng.random(3) * 255
+    t = np.linspace(0, 1, h)[:, None, None]
+    im = Image.fromarray((c1 * (1 - t) + c2 * t).repeat(w, 1).astype(np.uint8))
+    _draw_outlined_shapes(im, rng, int(rng.integers(3, 9)))
+    return np.asarray(im)
+
+
 def _procedural(rng: np.random.Generator, h: int, w: int, detail: float = 1.0) -> np.ndarray:
     """A synthetic texture; `detail` < 1 shrinks its stripes and checker cells (see `synthesize`)."""
-    kind = rng.integers(4)
+    kind = rng.integers(6)
+    if kind == 4:
+        return _dead_leaves(rng, h, w, detail)
+    if kind == 5:
+        return _illustration(rng, h, w)
     c1, c2 = rng.random(3) * 255, rng.random(3) * 255
     if kind == 0:  # gradient
         t = np.linspace(0, 1, w)[None, :, None] * np.ones((h, 1, 1))
@@ -100,9 +179,12 @@ def _procedural(rng: np.random.Generator, h: int, w: int, detail: float = 1.0) -
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_background(rng: np.random.Generator, h: int, w: int, detail: float = 1.0) -> np.ndarray:
+def make_background(rng: np.random.Generator, h: int, w: int, detail: float = 1.0,
+                    own: str | Path | None = None) -> np.ndarray:
+    """A clean picture: a crop of a photograph (70 %; from `own` when given, 80 % of those) or a procedural one."""
     if rng.random() < 0.7:
-        src = _backgrounds()[rng.integers(len(_backgrounds()))]
+        pool = _backgrounds(own) if own is not None and rng.random() < 0.8 else _backgrounds()
+        src = pool[rng.integers(len(pool))]
         sh, sw = src.shape[:2]
         scale = rng.uniform(0.5, 1.0)
         ch, cw = max(16, int(sh * scale)), max(16, int(sw * scale))
@@ -128,10 +210,12 @@ def _font(fonts: list[str], rng: np.random.Generator, size: int) -> ImageFont.Fr
     return ImageFont.truetype(str(_font_dir() / fonts[rng.integers(len(fonts))]), max(8, size))
 
 
-def _text_layer(text: str, font: ImageFont.FreeTypeFont, stroke: int = 0) -> Image.Image:
+def _text_layer(text: str, font: ImageFont.FreeTypeFont, stroke: int = 0, hollow: bool = False) -> Image.Image:
+    """Coverage of `text` (0..255); `hollow`: the stroke only (outlined letters)."""
     x0, y0, x1, y1 = font.getbbox(text, stroke_width=stroke)
     im = Image.new("L", (x1 - x0 + 4, y1 - y0 + 4), 0)
-    ImageDraw.Draw(im).text((2 - x0, 2 - y0), text, fill=255, font=font, stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(im).text((2 - x0, 2 - y0), text, fill=0 if hollow else 255, font=font, stroke_width=stroke,
+                            stroke_fill=255)
     return im
 
 
@@ -165,6 +249,60 @@ def _logo_layer(rng: np.random.Generator, size: int, font: ImageFont.FreeTypeFon
     else:
         im.paste(255, (x, y), letters)
     return im
+
+
+def _draw_outlined_shapes(im: Image.Image, rng: np.random.Generator, n: int) -> None:
+    """Cartoon-like filled shapes with thick dark outlines, drawn into the picture itself."""
+    d = ImageDraw.Draw(im)
+    w, h = im.size
+    for _ in range(n):
+        r = rng.uniform(0.05, 0.3) * min(w, h)
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        line = tuple(int(c) for c in rng.integers(0, 60, 3))
+        lw = max(1, int(r * rng.uniform(0.04, 0.12)))
+        if rng.random() < 0.5:
+            d.ellipse((x - r, y - r * rng.uniform(0.5, 1), x + r, y + r), fill=fill, outline=line, width=lw)
+        else:
+            d.regular_polygon((x, y, r), int(rng.integers(3, 8)), rotation=float(rng.uniform(0, 90)),
+                              fill=fill, outline=line, width=lw)
+
+
+def add_scene_elements(img: np.ndarray, rng: np.random.Generator, fonts: list[str], words: list[str]) -> np.ndarray:
+    """Hard negatives: things that belong to the picture (opaque and mask 0), not overlays.
+
+    A sign or label (opaque text on its own panel), cartoon shapes with outlines,
+    specular highlights. A detector that marks these would damage clean photographs.
+    """
+    im = Image.fromarray(img)
+    h, w = img.shape[:2]
+    short = min(h, w)
+    for _ in range(int(rng.integers(1, 3))):
+        kind = rng.choice(["sign", "shapes", "highlights"])
+        if kind == "sign":
+            text = str(words[rng.integers(len(words))])
+            font = _font(fonts, rng, int(short * rng.uniform(0.05, 0.14)))
+            layer = _text_layer(text, font)
+            pad = max(2, layer.height // 3)
+            pw, ph = layer.width + 2 * pad, layer.height + 2 * pad
+            x, y = int(rng.integers(-pw // 4, max(1, w - pw * 3 // 4))), int(rng.integers(-ph // 4, max(1, h - ph * 3 // 4)))
+            panel = tuple(int(c) for c in rng.integers(0, 256, 3))
+            ink = tuple(255 - c if abs(255 - 2 * c) > 80 else (0 if c > 127 else 255) for c in panel)
+            d = ImageDraw.Draw(im)
+            d.rounded_rectangle((x, y, x + pw, y + ph), radius=pad, fill=panel,
+                                outline=tuple(max(0, c - 60) for c in panel), width=max(1, pad // 3))
+            im.paste(ink, (x + pad, y + pad), layer)
+        elif kind == "shapes":
+            _draw_outlined_shapes(im, rng, int(rng.integers(1, 4)))
+        else:  # specular highlights: small bright soft blobs
+            a = np.asarray(im).astype(np.float32)
+            yy, xx = np.mgrid[0:h, 0:w]
+            for _ in range(int(rng.integers(2, 8))):
+                cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.005, 0.03) * short + 1
+                g = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
+                a = a * (1 - g) + 255 * g
+            im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    return np.asarray(im)
 
 
 def _place(canvas: np.ndarray, layer: Image.Image, rng: np.random.Generator) -> None:
@@ -205,9 +343,29 @@ def add_watermark(
     total_alpha = np.zeros((h, w), np.float32)
     for _ in range(1 + int(rng.random() < 0.35)):
         cov = np.zeros((h, w), np.float32)
-        kind = rng.choice(["text", "text", "tiled", "logo"])
+        kind = rng.choice(["text", "text", "tiled", "logo", "corner", "outlined"])
         text = str(words[rng.integers(len(words))])
-        if kind == "text":
+        if kind == "corner":  # a small copyright line near a corner
+            font = _font(fonts, rng, int(short * rng.uniform(0.03, 0.06)))
+            layer = _text_layer(f"\u00a9 {text}", font)
+            if layer.width > w * 0.9:
+                layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+            m = int(short * rng.uniform(0.01, 0.05))
+            y = m if rng.random() < 0.3 else h - layer.height - m
+            x = m if rng.random() < 0.5 else w - layer.width - m
+            a = np.asarray(layer, np.float32) / 255.0
+            y0, x0 = max(0, y), max(0, x)
+            sub = a[y0 - y : y0 - y + h - y0, x0 - x : x0 - x + w - x0]
+            cov[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]] = np.maximum(
+                cov[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]], sub)
+        elif kind == "outlined":  # hollow letters: only the outline is the mark
+            font = _font(fonts, rng, int(short * rng.uniform(0.08, 0.2)))
+            layer = _text_layer(text, font, stroke=max(1, font.size // 18), hollow=True)
+            if layer.width > w * 0.95:
+                layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+            layer = layer.rotate(float(rng.uniform(-30, 30)), expand=True, resample=Image.BICUBIC)
+            _place(cov, layer, rng)
+        elif kind == "text":
             font = _font(fonts, rng, int(short * rng.uniform(0.06, 0.18)))
             layer = _text_layer(text, font, stroke=int(rng.integers(0, 2)))
             if layer.width > w * 0.95:
@@ -248,6 +406,7 @@ class SplitPlan:
     fonts: list[str]
     sizes: list[tuple[int, int]] | None = None  # (w, h) cycled; None = train_size squares
     jpeg_share: float = 0.5
+    backgrounds: str | Path | None = None  # the user's clean images (data.backgrounds_dir), or None
 
 
 def _write_sample(out: Path, cfg: SynthConfig, plan: SplitPlan, split_id: int, i: int) -> None:
@@ -264,8 +423,15 @@ def _write_sample(out: Path, cfg: SynthConfig, plan: SplitPlan, split_id: int, i
         # draw textures at the detail a 256-1600 px image has at detection scale. Own
         # stream, so the other draws (and the test split) stay as they were.
         detail = float(np.exp(np.random.default_rng([cfg.seed, split_id, i, 1]).uniform(np.log(0.25), 0)))
-    clean = make_background(rng, h, w, detail)
-    wm, alpha = add_watermark(clean, rng, plan.words, plan.fonts, cfg.alpha_range)
+    clean = make_background(rng, h, w, detail, plan.backgrounds)
+    # Own streams for the draws below, so that the choices above stay as they were.
+    extra = np.random.default_rng([cfg.seed, split_id, i, 2])
+    if extra.random() < cfg.scene_fraction:
+        clean = add_scene_elements(clean, extra, plan.fonts, plan.words)
+    if extra.random() < cfg.negative_fraction:  # a negative: no mark at all (mask all 0)
+        wm, alpha = clean.copy(), np.zeros((h, w), np.float32)
+    else:
+        wm, alpha = add_watermark(clean, rng, plan.words, plan.fonts, cfg.alpha_range)
     name = f"{plan.name}_{i:05d}"
     ext = ".jpg" if rng.random() < plan.jpeg_share else ".png"
     q = int(rng.integers(75, 96))
@@ -275,31 +441,35 @@ def _write_sample(out: Path, cfg: SynthConfig, plan: SplitPlan, split_id: int, i
 
 
 def synthesize(out_dir: str | Path, config: SynthConfig | None = None, progress: bool = True,
-               workers: int | None = None) -> dict:
+               workers: int | None = None, backgrounds_dir: str | Path | None = None) -> dict:
     """Write `<out>/<split>/{watermarked,clean,masks}/` for train/val/test (and dev); returns counts.
 
     `dev` (only with `n_dev` > 0) looks like test (same image sizes) but uses the
     training words and fonts: it is for tuning inference settings, so that the
     test split stays unseen. Images are drawn on `workers` threads (default: every
     usable core; numpy and Pillow release the GIL; the same files for any count:
-    every image has its own seeds).
+    every image has its own seeds). `backgrounds_dir` (the user's clean images)
+    adds its pictures to the training and validation backgrounds, marked and as
+    negatives; the test split keeps the shipped ones.
     """
     cfg = config or SynthConfig()
     out = Path(out_dir)
     plans = [
-        SplitPlan("train", cfg.n_train, TRAIN_WORDS, TRAIN_FONTS, jpeg_share=cfg.jpeg_fraction),
-        SplitPlan("val", cfg.n_val, TRAIN_WORDS, TRAIN_FONTS, jpeg_share=cfg.jpeg_fraction),
+        SplitPlan("train", cfg.n_train, TRAIN_WORDS, TRAIN_FONTS, jpeg_share=cfg.jpeg_fraction,
+                  backgrounds=backgrounds_dir),
+        SplitPlan("val", cfg.n_val, TRAIN_WORDS, TRAIN_FONTS, jpeg_share=cfg.jpeg_fraction, backgrounds=backgrounds_dir),
         SplitPlan("test", cfg.n_test, TEST_WORDS, TEST_FONTS, cfg.test_sizes),
         SplitPlan("dev", cfg.n_dev, TRAIN_WORDS, TRAIN_FONTS, cfg.test_sizes),
     ]
     jobs = [(out, cfg, plan, split_id, i) for split_id, plan in enumerate(plans) for i in range(plan.count)]
-    _backgrounds()  # load the shared photos once, before threads could race to fill the list
+    _backgrounds(backgrounds_dir)  # load the photos once, before threads could race to fill the cache
     with tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress) as bar, \
             ThreadPoolExecutor(max(1, workers or usable_cpus())) as pool:
         for f in as_completed([pool.submit(_write_sample, *job) for job in jobs]):
             f.result()
             bar.update()
     counts = {p.name: p.count for p in plans if p.count or p.name != "dev"}
-    meta = {"config": asdict(cfg), "counts": counts}
+    meta = {"config": asdict(cfg), "counts": counts,
+            "backgrounds_dir": str(backgrounds_dir) if backgrounds_dir else None}
     (out / "synth.json").write_text(json.dumps(meta, indent=2))
     return meta

@@ -88,10 +88,11 @@ def ground_truth(kind):
     return config["repair"][f"{kind[:-1] if kind == 'masks' else kind}_dir"]
 
 
-def input_listing():
+def input_listing(folder=None):
+    """The listing fingerprint of a user folder (default `repair.input_dir`), as a rerun trigger."""
     from wmrepair.smk import input_listing as listing
 
-    return listing(config["repair"]["input_dir"])
+    return listing(folder if folder is not None else config["repair"]["input_dir"])
 
 
 def repair_chunk_mem_mb(wildcards):

@@ -8,6 +8,9 @@ rule synthesize_dataset:
     params:
         out=lambda wc, output: os.path.dirname(output.marker),
         settings={"data": {"synth": config["data"]["synth"]}},
+        backgrounds_dir=config["data"].get("backgrounds_dir"),
+        # Added, removed or changed pictures in it make a new dataset.
+        backgrounds=lambda wc: input_listing(config["data"].get("backgrounds_dir") or ""),
     conda:
         "../envs/wmrepair.yaml"
     script:

@@ -6,4 +6,5 @@ setup(snakemake)  # noqa: F821 - injected by Snakemake
 # the DAG's first job and runs alone, and on a cluster the job's CPU set bounds
 # usable_cpus(). A `threads:` request would need its own set-threads entry on every
 # cluster command line.
-synthesize(snakemake.params.out, settings(snakemake).synth)  # noqa: F821
+sm = snakemake  # noqa: F821
+synthesize(sm.params.out, settings(sm).synth, backgrounds_dir=sm.params.backgrounds_dir)
