@@ -103,3 +103,37 @@ def test_report_names_the_device_and_level_the_repair_ran_on(tmp_path):
     perf.write_text(json.dumps({"stages": {}, "settings": {"device": "cuda:0", "level": "aggressive"}}))
     html = render_report(tmp_path / "r.html", performance={"chunk_a": perf}, level="balanced").read_text()
     assert "optimisation level <b>aggressive</b> · cuda:0" in html
+
+
+def test_gallery_shows_the_worst_and_best_repairs_within_its_budget(tmp_path):
+    """The report's gallery: worst PSNR change first, then the best; thumbnails decode; the byte budget holds."""
+    import base64
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from wmrepair.manifest import write_manifest
+    from wmrepair.report import GALLERY_SIDE, gallery
+
+    rows, per = [], []
+    rng = np.random.default_rng(0)
+    for i, change in enumerate([-5.0, 1.0, 9.0, 0.5]):
+        for kind in ("in", "out"):
+            (tmp_path / kind).mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)).save(tmp_path / kind / f"{i}.png")
+        mask = tmp_path / f"{i}.mask.png"
+        Image.fromarray(np.pad(np.full((10, 10), 255, np.uint8), 100)).save(mask)
+        rows.append({"input": str(tmp_path / "in" / f"{i}.png"), "output": str(tmp_path / "out" / f"{i}.png"),
+                     "status": "ok", "mask_fraction": 0.01 * i, "mask": str(mask)})
+        per.append({"input": rows[-1]["input"], "marked": True, "psnr_input": 30.0, "psnr_output": 30.0 + change})
+    write_manifest(rows, tmp_path / "manifest.csv")
+    pd.DataFrame(per).to_csv(tmp_path / "per.csv", index=False)
+    g = gallery(tmp_path / "manifest.csv", tmp_path / "per.csv", limit=2)
+    assert [x["change"] for x in g] == [-5.0, 9.0]
+    im = Image.open(io.BytesIO(base64.b64decode(g[0]["before"])))
+    assert im.format == "JPEG" and max(im.size) == GALLERY_SIDE
+    assert gallery(tmp_path / "manifest.csv", tmp_path / "per.csv", budget=1000) == []
+    no_truth = gallery(tmp_path / "manifest.csv")  # own folder: the largest repairs
+    assert [x["mask_fraction"] for x in no_truth][:2] == [0.03, 0.02]

@@ -122,9 +122,76 @@ def render_report(out_html: str | Path, *, metrics: str | Path | None = None, pe
         plots={"history": plot_history(train_dir / "history.csv") if train_dir else None,
                "resources": plot_resources(train_dir / "resources.csv") if train_dir else None},
         benchmarks=read_benchmarks(bench_dir), performance=perf, bottlenecks=bottlenecks,
-        failed=failed, per_image=per, decisions=eff.get("decisions", []),
+        failed=failed, per_image=per, decisions=eff.get("decisions", []), gallery=gallery(manifest, per_image),
     )
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html)
+    return out
+
+
+# The gallery: before/after thumbnails in the report, worst first, within a byte budget.
+GALLERY_IMAGES = 12
+GALLERY_SIDE = 360  # thumbnail long side (px)
+GALLERY_BYTES = 8_000_000  # the whole gallery's embedded JPEGs, so that the report stays one portable file
+
+
+def _thumb(rgb: Any, mask: Any | None = None) -> str:
+    """A JPEG thumbnail as base64; `mask` tints the detected pixels red."""
+    import numpy as np
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    scale = GALLERY_SIDE / max(im.size)
+    if scale < 1:
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+    if mask is not None:
+        m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(im.size, Image.NEAREST)) > 0
+        a = np.asarray(im).astype(np.float32)
+        a[m] = 0.45 * a[m] + 0.55 * np.array([255, 0, 0], np.float32)
+        im = Image.fromarray(a.astype(np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=80)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def gallery(manifest: str | Path | None, per_image: str | Path | None = None, limit: int = GALLERY_IMAGES,
+            budget: int = GALLERY_BYTES) -> list[dict[str, Any]]:
+    """Input (detected mark in red) beside output for the images a reader should look at.
+
+    With ground truth: the images the repair harmed most (PSNR change, unmarked ones
+    altered) and those it helped most, half each. Without: the largest repairs. Stops
+    before the embedded thumbnails pass `budget` bytes.
+    """
+    from wmrepair.imageio import read_image, read_mask
+
+    if not manifest or not Path(manifest).is_file():
+        return []
+    m = pd.read_csv(manifest, keep_default_na=False)
+    m = m[m.status == "ok"]
+    if m.empty:
+        return []
+    per = pd.read_csv(per_image) if per_image and Path(per_image).is_file() else None
+    if per is not None and "psnr_output" in per and per["psnr_output"].notna().any():
+        per = per.assign(change=per.psnr_output - per.psnr_input).dropna(subset=["change"])
+        m = m.merge(per[["input", "change", "marked"]], on="input", how="inner").sort_values("change")
+        half = limit // 2
+        picked = pd.concat([m.head(limit - half), m.iloc[max(limit - half, len(m) - half):]])
+    else:
+        picked = m.assign(change=float("nan")).sort_values("mask_fraction", ascending=False).head(limit)
+    out, used = [], 0
+    for r in picked.itertuples():
+        try:
+            before, after = read_image(r.input).rgb, read_image(r.output).rgb
+            mask = read_mask(r.mask) if r.mask and Path(r.mask).is_file() else None
+        except Exception:  # an image that cannot be read back is in the manifest table anyway
+            continue
+        item = {"input": Path(r.input).name, "before": _thumb(before, mask), "after": _thumb(after),
+                "change": None if r.change != r.change else float(r.change),
+                "marked": getattr(r, "marked", None), "mask_fraction": float(r.mask_fraction)}
+        size = len(item["before"]) + len(item["after"])
+        if used + size > budget:
+            break
+        used += size
+        out.append(item)
     return out
