@@ -130,10 +130,14 @@ def test_gallery_shows_the_worst_and_best_repairs_within_its_budget(tmp_path):
         per.append({"input": rows[-1]["input"], "marked": True, "psnr_input": 30.0, "psnr_output": 30.0 + change})
     write_manifest(rows, tmp_path / "manifest.csv")
     pd.DataFrame(per).to_csv(tmp_path / "per.csv", index=False)
-    g = gallery(tmp_path / "manifest.csv", tmp_path / "per.csv", limit=2)
-    assert [x["change"] for x in g] == [-5.0, 9.0]
+    rows.append({"input": rows[0]["input"].replace("0.png", "3.png"), "output": "", "status": "failed",
+                 "error": "broken", "mask_fraction": "", "mask": ""})
+    write_manifest(rows, tmp_path / "manifest.csv")
+    g = gallery(tmp_path / "manifest.csv", tmp_path / "per.csv", limit=4)
+    assert [x["change"] for x in g][:2] == [-5.0, 9.0] and len(g) == 5  # worst, best, two at random; the failed row
+    assert g[-1]["status"] == "failed" and g[-1]["after"] is None
     im = Image.open(io.BytesIO(base64.b64decode(g[0]["before"])))
     assert im.format == "JPEG" and max(im.size) == GALLERY_SIDE
     assert gallery(tmp_path / "manifest.csv", tmp_path / "per.csv", budget=1000) == []
     no_truth = gallery(tmp_path / "manifest.csv")  # own folder: the largest repairs
-    assert [x["mask_fraction"] for x in no_truth][:2] == [0.03, 0.02]
+    assert [x["mask_fraction"] for x in no_truth][:2] == [0.03, 0.02] and no_truth[-1]["status"] == "failed"

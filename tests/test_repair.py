@@ -50,6 +50,15 @@ def test_predict_threshold_decides_what_repair_treats_as_mark(tmp_path, colour_d
         assert {r["status"] for r in rows} == {status}, threshold
 
 
+def test_weak_components_are_dropped():
+    prob = np.zeros((100, 100), np.float32)
+    prob[10:20, 10:20] = 0.95  # a confident blob
+    prob[50:60, 50:60] = 0.6  # a weak one
+    both = postprocess_mask(prob, 0.5, 0.0)
+    strong = postprocess_mask(prob, 0.5, 0.0, component_confidence=0.8)
+    assert both[55, 55] and both[15, 15] and strong[15, 15] and not strong[55, 55]
+
+
 def test_image_confidence_reads_the_most_confident_pixels():
     from wmrepair.predict import image_confidence
 

@@ -82,7 +82,7 @@ def test_predictor_as_the_seed_documents(tiny_model_file, tmp_path):
         for same in (np.array(Image.open(tmp_path / "image.jpg")), Image.open(tmp_path / "image.jpg")):
             assert (predictor.predict(same)["mask"] == result["mask"]).all()
     assert result["mask"].shape == (64, 80) and result["mask"].dtype == bool
-    assert set(result) >= {"mask", "probability", "mask_fraction", "has_watermark", "processing_time"}
+    assert set(result) >= {"mask", "probability", "mask_fraction", "has_watermark", "confidence", "processing_time"}
 
 
 def test_trainer_as_the_seed_documents(tmp_path, monkeypatch):

@@ -161,7 +161,7 @@ def repair_settings(a: argparse.Namespace):
     rc.skip_existing = not a.overwrite
     for flag, obj, name in (("jpeg_quality", rc, "jpeg_quality"), ("timeout", rc, "image_timeout_s"),
                             ("pause_interval", rc, "pause_interval"), ("max_iterations", rc, "max_iterations"),
-                            ("threshold", rc, "threshold"), ("mask_threshold", pc, "threshold"),
+                            ("threshold", rc, "threshold"), ("mask_threshold", pc, "threshold"), ("gate", pc, "gate"),
                             ("refine_diff", rc, "refine_diff"), ("refine_relative", rc, "refine_relative"),
                             ("max_side", pc, "max_side"), ("scales", pc, "scales")):
         if getattr(a, flag) is not None:
@@ -353,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(s, "--max-iterations", rc, "max_iterations", type=int)
     setting_flag(s, "--threshold", rc, "threshold", type=_fraction)
     setting_flag(s, "--mask-threshold", pc, "threshold", type=_fraction)  # predict.threshold
+    setting_flag(s, "--gate", pc, "gate", type=_fraction)
     setting_flag(s, "--refine-diff", rc, "refine_diff", type=_grey, metavar="LEVELS")
     setting_flag(s, "--refine-relative", rc, "refine_relative", type=_fraction, metavar="SHARE")
     setting_flag(s, "--max-side", pc, "max_side", type=int)

@@ -192,6 +192,8 @@ class RepairConfig:
     max_iterations: int = setting(2, "inpaint rounds per image", minimum=0)
     min_component: float = setting(2e-5, "drop detected blobs smaller than this share of the image",
                                    minimum=0, maximum=1)
+    component_confidence: float = setting(0.7, "drop detected blobs whose most confident pixel is below this "
+                                               "(at or below predict.threshold: off)", minimum=0, maximum=1)
     dilation: float = setting(0.002, "mask dilation radius as a share of the long side (min 2 px)",
                               minimum=0, maximum=0.2)
     # After inpainting, a pixel counts as watermark only if inpainting changed it by more than

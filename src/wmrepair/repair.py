@@ -97,15 +97,22 @@ def run_with_timeouts(pool: ThreadPoolExecutor, jobs: list[Callable[[], Any]],
     return out
 
 
-def postprocess_mask(prob: np.ndarray, threshold: float = 0.5, min_component: float = 2e-5) -> np.ndarray:
-    """Threshold and drop connected components smaller than `min_component` of the image."""
+def postprocess_mask(prob: np.ndarray, threshold: float = 0.5, min_component: float = 2e-5,
+                     component_confidence: float = 0.0) -> np.ndarray:
+    """Threshold; drop connected components smaller than `min_component` of the image, and those
+    whose most confident pixel stays below `component_confidence` (weak blobs are rarely marks)."""
     mask = (prob > threshold).astype(np.uint8)
-    if not mask.any() or min_component <= 0:
+    if not mask.any() or (min_component <= 0 and component_confidence <= threshold):
         return mask.astype(bool)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     min_px = max(1, int(min_component * mask.size))
     keep = np.zeros(n, bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
+    if component_confidence > threshold:
+        peak = np.zeros(n, np.float32)
+        on = mask.astype(bool)
+        np.maximum.at(peak, labels[on], prob[on].astype(np.float32))
+        keep &= peak >= component_confidence
     return keep[labels]
 
 
@@ -217,7 +224,7 @@ class RepairEngine:
         live: dict[int, _Pass] = {}
         for i, prob in enumerate(probs):
             try:
-                det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component)
+                det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component, c.component_confidence)
                 if self.p.cfg.gate and self.p.confidence(prob) < self.p.cfg.gate:
                     det[:] = False  # the image-level decision: not marked, leave it as it is
                 live[i] = _Pass(rgbs[i], det, np.zeros_like(det), det.copy())
@@ -254,7 +261,7 @@ class RepairEngine:
                 # Leftovers of a mark lie next to it: new detections far from the
                 # first mask are false positives that another pass would only damage.
                 st = live[i]
-                st.det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component) & dilate(st.seen, 3 * c.dilation)
+                st.det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component, c.component_confidence) & dilate(st.seen, 3 * c.dilation)
                 st.seen |= st.det
         return list(zip(out, spent, strict=True))
 

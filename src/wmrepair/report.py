@@ -159,37 +159,43 @@ def gallery(manifest: str | Path | None, per_image: str | Path | None = None, li
             budget: int = GALLERY_BYTES) -> list[dict[str, Any]]:
     """Input (detected mark in red) beside output for the images a reader should look at.
 
-    With ground truth: the images the repair harmed most (PSNR change, unmarked ones
-    altered) and those it helped most, half each. Without: the largest repairs. Stops
-    before the embedded thumbnails pass `budget` bytes.
+    Repaired images: with ground truth, those the repair harmed most (PSNR change)
+    and helped most, and two at random; without, the largest repairs. Then every
+    `failed` and `clean` row (the input alone: a clean output is the same bytes).
+    Stops before the embedded thumbnails pass `budget` bytes.
     """
     from wmrepair.imageio import read_image, read_mask
 
     if not manifest or not Path(manifest).is_file():
         return []
-    m = pd.read_csv(manifest, keep_default_na=False)
-    m = m[m.status == "ok"]
-    if m.empty:
-        return []
+    rows = pd.read_csv(manifest, keep_default_na=False)
+    ok = rows[rows.status == "ok"]
     per = pd.read_csv(per_image) if per_image and Path(per_image).is_file() else None
     if per is not None and "psnr_output" in per and per["psnr_output"].notna().any():
         per = per.assign(change=per.psnr_output - per.psnr_input).dropna(subset=["change"])
-        m = m.merge(per[["input", "change", "marked"]], on="input", how="inner").sort_values("change")
-        half = limit // 2
-        picked = pd.concat([m.head(limit - half), m.iloc[max(limit - half, len(m) - half):]])
+        ok = ok.merge(per[["input", "change", "marked"]], on="input", how="inner").sort_values("change")
+        k = max(1, (limit - 2) // 2)
+        ends = pd.concat([ok.head(k), ok.iloc[max(k, len(ok) - k):]])
+        rest = ok.drop(ends.index)
+        picked = pd.concat([ends, rest.sample(min(2, len(rest)), random_state=0)]).head(limit)
     else:
-        picked = m.assign(change=float("nan")).sort_values("mask_fraction", ascending=False).head(limit)
+        picked = ok.assign(change=float("nan")).sort_values("mask_fraction", ascending=False).head(limit)
+    others = rows[rows.status.isin(["failed", "clean"])].sort_values("status")
     out, used = [], 0
-    for r in picked.itertuples():
+    for r in [*picked.to_dict("records"), *others.to_dict("records")]:
+        repaired = r["status"] == "ok"
         try:
-            before, after = read_image(r.input).rgb, read_image(r.output).rgb
-            mask = read_mask(r.mask) if r.mask and Path(r.mask).is_file() else None
-        except Exception:  # an image that cannot be read back is in the manifest table anyway
+            before = read_image(r["input"]).rgb
+            after = read_image(r["output"]).rgb if repaired else None
+            mask = read_mask(r["mask"]) if repaired and r.get("mask") and Path(r["mask"]).is_file() else None
+        except Exception:  # a file that cannot be read back is in the manifest table anyway
             continue
-        item = {"input": Path(r.input).name, "before": _thumb(before, mask), "after": _thumb(after),
-                "change": None if r.change != r.change else float(r.change),
-                "marked": getattr(r, "marked", None), "mask_fraction": float(r.mask_fraction)}
-        size = len(item["before"]) + len(item["after"])
+        change = r.get("change")
+        item = {"input": Path(r["input"]).name, "status": r["status"], "error": r.get("error", ""),
+                "before": _thumb(before, mask), "after": _thumb(after) if after is not None else None,
+                "change": None if change is None or change != change else float(change),
+                "marked": r.get("marked"), "mask_fraction": float(r.get("mask_fraction") or 0)}
+        size = len(item["before"]) + len(item["after"] or "")
         if used + size > budget:
             break
         used += size
