@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         """A flag for `cls.name`: help (and with `default`, the default) from the definition."""
         if default:
             kw["default"] = default_of(cls, name)
-        parser.add_argument(flag, help=help_for(cls, name), **kw)
+        parser.add_argument(flag, help=help_for(cls, name).replace("%", "%%"), **kw)  # argparse formats help
 
     s = sub.add_parser("synth", help="make the offline synthetic watermark dataset")
     s.add_argument("--out", required=True, help="output folder (train/ val/ test/ inside)")
