@@ -56,7 +56,8 @@ def test_workflow_through_slurm_profile(tmp_path):
 
     r = tmp_path / "results"
     manifest = pd.read_csv(r / "repair/manifest.csv")
-    assert len(manifest) == TINY["data"]["synth"]["n_test"] and set(manifest.status) == {"ok"}
+    # Every image processed, none failed (a 2-epoch model may leave them all below predict.gate: clean)
+    assert len(manifest) == TINY["data"]["synth"]["n_test"] and set(manifest.status) <= {"ok", "clean"}
     assert (r / "eval/metrics.json").exists() and (r / "report/report.html").exists()
 
     again = run_profile(tmp_path, "-n")
