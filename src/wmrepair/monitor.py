@@ -144,7 +144,7 @@ class ResourceMonitor:
 
 
 class CUDAMonitor(ResourceMonitor):
-    """The GPU monitor of the original API: the resource sampler, with `start_monitoring`/`stop_monitoring`.
+    """The GPU monitor of the public API: the resource sampler, with `start_monitoring`/`stop_monitoring`.
 
     On a machine without CUDA it samples RAM and CPU and says "no GPU" (`gpu_status`).
     """

@@ -115,7 +115,7 @@ class OptimizationConfig:
     training: TrainingExecConfig = field(default_factory=TrainingExecConfig)
     repair: RepairExecConfig = field(default_factory=RepairExecConfig)
     decisions: list[str] = setting(doc="filled by adapt_to_hardware", factory=list, internal=True)
-    # The original API's spelling: OptimizationConfig(optimization_level=OptimizationLevel.AGGRESSIVE)
+    # Keyword form: OptimizationConfig(optimization_level=OptimizationLevel.AGGRESSIVE)
     # is the level's preset, like from_level; fields set afterwards override it.
     optimization_level: InitVar[OptimizationLevel | str | None] = None
 
