@@ -162,12 +162,9 @@ BASE_MB, BYTES_PER_GROUP_PIXEL = 800, 100
 
 def chunk_mem_mb(pixels: list[int], cfg: Any = None) -> int:
     """Memory (MB) a job repairing images of these pixel counts needs, by the engine's own grouping."""
-    from dataclasses import fields
-
-    from wmrepair.config import RepairConfig
+    from wmrepair.config import repair_config
 
     if isinstance(cfg, dict) or cfg is None:
-        keys = {f.name for f in fields(RepairConfig)}
-        cfg = RepairConfig(**{k: v for k, v in (cfg or {}).items() if k in keys})
+        cfg = repair_config(cfg)
     biggest = max((sum(g) for g in group_by_pixels(pixels, int, cfg.group_size, cfg.group_pixels)), default=0)
     return int(BASE_MB + BYTES_PER_GROUP_PIXEL * biggest / 2**20) + 1

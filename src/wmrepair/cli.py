@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     from wmrepair.config import (
         LEVELS,
         DataConfig,
+        InpaintConfig,
         PredictConfig,
         RepairConfig,
         SynthConfig,
@@ -361,8 +362,6 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(s, "--scales", pc, "scales", type=_factors, metavar="F,F,...")
     s.add_argument("--save-masks", metavar="DIR", help="write <rel>.mask.png for each image under DIR")
     s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")
-    from wmrepair.config import InpaintConfig
-
     setting_flag(s, "--inpaint-model", InpaintConfig, "model")
     setting_flag(s, "--model-dir", InpaintConfig, "model_dir")
     s.add_argument("--overwrite", action="store_true",

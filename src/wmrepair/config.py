@@ -288,10 +288,15 @@ def _make(cls: type, data: dict[str, Any] | None, section: str, drop: tuple[str,
     known = {f.name for f in fields(cls) if f.init}
     bad = sorted(set(data) - known)
     if bad:
-        moved = MOVED.get(tuple(section.split(".")[-1:]) + (bad[0],))
-        raise ValueError(f"{section}.{bad[0]} is now {moved}" if moved else
-                         f"unknown setting {section}.{bad[0]} (known: {', '.join(sorted(known))})")
+        raise ValueError(f"unknown setting {section}.{bad[0]} (known: {', '.join(sorted(known))})")
     return cls(**data)
+
+
+def repair_config(section: dict[str, Any] | None) -> RepairConfig:
+    """The per-image `RepairConfig` of a workflow `repair:` section (its job-splitting keys left aside)."""
+    check_moved({"repair": section or {}})
+    jobs = {f.name for f in fields(RepairJobsConfig)} - {f.name for f in fields(RepairConfig)}
+    return _make(RepairConfig, section, "repair", drop=tuple(jobs))
 
 
 @dataclass
@@ -312,13 +317,12 @@ class Settings:
         synth = dict((cfg.get("data") or {}).get("synth") or {})
         if "test_sizes" in synth:
             synth["test_sizes"] = [tuple(s) for s in synth["test_sizes"]]
-        jobs = {f.name for f in fields(RepairJobsConfig)} - {f.name for f in fields(RepairConfig)}
         return cls(
             optimization=OptimizationConfig.from_dict(cfg.get("optimization")),
             synth=_make(SynthConfig, synth, "data.synth"),
             train=TrainConfig.from_dict(cfg.get("train")),
             predict=_make(PredictConfig, cfg.get("predict"), "predict"),
-            repair=_make(RepairConfig, cfg.get("repair"), "repair", drop=tuple(jobs)),
+            repair=repair_config(cfg.get("repair")),
             inpaint=_make(InpaintConfig, cfg.get("inpaint"), "inpaint"),
             raw=cfg,
         )

@@ -221,9 +221,9 @@ class OptimizedWatermarkPredictor:
             self.analyzer.count("detect", len(images))
             return out  # type: ignore[return-value]
 
-    def confidence(self, prob: np.ndarray) -> float:
-        """The image-level score: how sure the detector is that the image carries a mark (see `image_confidence`)."""
-        return image_confidence(prob)
+    def passes_gate(self, prob: np.ndarray, confidence: float | None = None) -> bool:
+        """The image-level decision: is the image sure enough to carry a mark (`predict.gate`)?"""
+        return (image_confidence(prob) if confidence is None else confidence) >= self.cfg.gate
 
     def predict_masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return [p > self.cfg.threshold for p in self.predict_proba(images)]
@@ -247,7 +247,7 @@ class OptimizedWatermarkPredictor:
                 rgb = np.repeat(rgb[..., None], 3, axis=2)
         prob = self.predict_proba([rgb])[0]
         confidence = image_confidence(prob)
-        mask = prob > self.cfg.threshold if confidence >= self.cfg.gate else np.zeros(prob.shape, bool)
+        mask = prob > self.cfg.threshold if self.passes_gate(prob, confidence) else np.zeros(prob.shape, bool)
         return {"mask": mask, "probability": prob, "mask_fraction": float(mask.mean()),
                 "has_watermark": bool(mask.any()), "confidence": confidence,
                 "processing_time": time.perf_counter() - t0}

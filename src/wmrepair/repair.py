@@ -225,7 +225,7 @@ class RepairEngine:
         for i, prob in enumerate(probs):
             try:
                 det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component, c.component_confidence)
-                if self.p.cfg.gate and self.p.confidence(prob) < self.p.cfg.gate:
+                if self.p.cfg.gate and not self.p.passes_gate(prob):
                     det[:] = False  # the image-level decision: not marked, leave it as it is
                 live[i] = _Pass(rgbs[i], det, np.zeros_like(det), det.copy())
             except Exception as exc:

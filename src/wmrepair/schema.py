@@ -1,7 +1,8 @@
 """One definition per setting: `setting()` states a field's default, bounds and doc; `json_schema` derives the rest.
 
-The settings are plain dataclasses (attribute access, the seed's API, no
-validation framework at every assignment). Each field carries its bounds and a
+The settings are plain dataclasses: nested settings are set attribute by
+attribute (`config.memory.cleanup_threshold = 0.8`) with no validation framework
+at every assignment, and importing them needs no torch. Each field carries its bounds and a
 one-line doc in `metadata`; from those `json_schema` writes the workflow's JSON
 schema (`wmrepair schema --write`; a test fails when the file is stale), and the
 command line takes defaults and help text from the same fields (`help_for`).
@@ -133,7 +134,7 @@ def defaults(cls: type) -> dict[str, Any]:
 
 def _plain(v: Any) -> Any:
     if dataclasses.is_dataclass(v):
-        return defaults(type(v)) if not isinstance(v, type) else defaults(v)
+        return defaults(type(v))
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     if isinstance(v, dict):

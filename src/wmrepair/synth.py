@@ -311,6 +311,13 @@ def _place(canvas: np.ndarray, layer: Image.Image, rng: np.random.Generator) -> 
     lh, lw = layer.height, layer.width
     y = int(rng.integers(-lh // 6, max(-lh // 6 + 1, h - lh + lh // 6)))
     x = int(rng.integers(-lw // 6, max(-lw // 6 + 1, w - lw + lw // 6)))
+    _composite(canvas, layer, y, x)
+
+
+def _composite(canvas: np.ndarray, layer: Image.Image, y: int, x: int) -> None:
+    """Max-composite `layer` (coverage 0..255) with its corner at (y, x), clipped to the canvas."""
+    h, w = canvas.shape
+    lh, lw = layer.height, layer.width
     a = np.asarray(layer, np.float32) / 255.0
     y0, x0 = max(0, y), max(0, x)
     y1, x1 = min(h, y + lh), min(w, x + lw)
@@ -353,11 +360,7 @@ def add_watermark(
             m = int(short * rng.uniform(0.01, 0.05))
             y = m if rng.random() < 0.3 else h - layer.height - m
             x = m if rng.random() < 0.5 else w - layer.width - m
-            a = np.asarray(layer, np.float32) / 255.0
-            y0, x0 = max(0, y), max(0, x)
-            sub = a[y0 - y : y0 - y + h - y0, x0 - x : x0 - x + w - x0]
-            cov[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]] = np.maximum(
-                cov[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]], sub)
+            _composite(cov, layer, y, x)
         elif kind == "outlined":  # hollow letters: only the outline is the mark
             font = _font(fonts, rng, int(short * rng.uniform(0.08, 0.2)))
             layer = _text_layer(text, font, stroke=max(1, font.size // 18), hollow=True)
