@@ -1,4 +1,5 @@
 # wmrepair: synthetic/user data -> cache -> train -> select -> chunked repair -> evaluate -> report
+# (-> ship, with model.ship_to)
 # Run: snakemake --cores 8 --resources gpu=1   (config/config.yaml is the embedded default)
 # On SLURM: snakemake --profile profiles/slurm
 
@@ -14,6 +15,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/repair.smk"
 include: "workflow/rules/report.smk"
+
+
+if SHIP_TO:
+
+    include: "workflow/rules/ship.smk"
 
 
 rule all:

@@ -290,3 +290,24 @@ def test_relative_refinement_follows_each_marks_own_contrast():
     assert keep[25:29, 35:50].all() and keep[29, 35:50].all()  # 20 > 0.25 x 40 and > 16: the soft edge stays
     assert not keep[31].any()  # beyond the rim: never
     assert keep.sum() == 4 * 15 + 4 * 15 + 15
+
+
+def test_overlapping_detection_and_inpainting_changes_no_pixel(tmp_path, colour_detector, cv2_inpainter):
+    """optimization.repair.overlap (on by default when detection runs on a GPU) inpaints a group while
+    the next one is detected; forced on here, it must write what the sequential loop writes."""
+    _folder(tmp_path / "in", n=7)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    out = {}
+    for mode in ("off", "on"):
+        opt = OptimizationConfig()
+        opt.repair.overlap = mode
+        eng = RepairEngine(OptimizedWatermarkPredictor(colour_detector, opt), cv2_inpainter,
+                           RepairConfig(group_size=2))
+        assert eng.overlap == (mode == "on")
+        rows = eng.run(tmp_path / "in", tmp_path / mode, progress=False)
+        out[mode] = {r["input"]: (r["status"], (tmp_path / mode / r["input"].split("/in/")[1]).read_bytes()
+                                  if r["status"] == "ok" else b"") for r in rows}
+        manifest = _rows(tmp_path / mode / "manifest.csv")
+        assert [r["input"] for r in manifest] == [r["input"] for r in rows]
+    assert out["on"] == out["off"]
+    assert sorted(s for s, _ in out["on"].values()) == ["failed"] + ["ok"] * 7

@@ -14,7 +14,7 @@ import yaml
 CONFIG = {
     # Two progressive (32 px) epochs of four: the kill lands after the switch to 64 px, so the
     # resumed run must pick the right side from the epoch number alone.
-    "train": {"epochs": 4, "batch_size": 8, "crop": 64, "patience": 0, "top_k": 2, "seed": 1, "threads": 1,
+    "train": {"epochs": 4, "batch_size": 8, "crop": 64, "patience": 0, "top_k": 2, "seed": 1, "threads": 1, "init": "scratch",
               "time_budget_s": None, "progressive_fraction": 0.5, "progressive_size": 32, "model": {"base_channels": 4, "depth": 2, "in_channels": 3}},
     "optimization": {"level": "balanced"},
 }

@@ -8,6 +8,7 @@ they still compute on the CPU).
 import re
 import shutil
 import subprocess
+from datetime import datetime
 
 import pandas as pd
 import pytest
@@ -62,3 +63,30 @@ def test_workflow_through_slurm_profile(tmp_path):
 
     again = run_profile(tmp_path, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def _stamp(line: str) -> datetime:
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def test_two_chunks_run_at_once_on_the_two_gpus_slurm_hands_out(tmp_path):
+    """The loopback node has two fake GPUs: SLURM gives each chunk job its own CUDA_VISIBLE_DEVICES
+    and the job's GPU lease (wmrepair.gpulease) stays within it, so the two never share a device."""
+    cfg = {**TINY, "model": {"path": "shipped"}, "data": {"synth": {**TINY["data"]["synth"], "n_test": 8,
+                                                                     "test_sizes": [[320, 240]]}}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    loopback = [a if a != "repair_chunk=2" else "repair_chunk=1" for a in LOOPBACK]
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile",
+           str(ROOT / "config/config.yaml"), str(tmp_path / "tiny.yaml"), "--profile", str(ROOT / "profiles/slurm"),
+           *loopback]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-5000:]
+    spans = []
+    for log in sorted((tmp_path / "logs/repair_chunk").glob("chunk_*.log")):
+        lines = [ln for ln in log.read_text().splitlines() if ln[:4].isdigit()]
+        lease = next(ln for ln in lines if "GPU lease: device" in ln)
+        spans.append((lease.split("GPU lease: device ")[1].split()[0], _stamp(lines[0]), _stamp(lines[-1])))
+    assert len(spans) >= 2 and {d for d, _, _ in spans} == {"0", "1"}, spans
+    together = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:] if a[1] < b[2] and b[1] < a[2]]
+    assert together, f"no two chunks ran at once: {spans}"
+    assert all(a[0] != b[0] for a, b in together), f"two chunks shared a GPU: {spans}"

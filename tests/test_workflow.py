@@ -17,7 +17,7 @@ SNAKEMAKE = [str(VENV_BIN / "snakemake")] if (VENV_BIN / "snakemake").exists() e
 TINY = {
     "data": {"synth": {"seed": 0, "n_train": 48, "n_val": 16, "n_test": 6,
                        "test_sizes": [[320, 240], [640, 480], [1200, 1000]]}},
-    "train": {"epochs": 2, "batch_size": 8, "crop": 96, "patience": 0, "top_k": 2, "seed": 0,
+    "train": {"epochs": 2, "batch_size": 8, "crop": 96, "patience": 0, "top_k": 2, "seed": 0, "init": "scratch",
               "time_budget_s": None, "model": {"base_channels": 8, "depth": 3, "in_channels": 3}},
     "repair": {"chunk_size": 4},
 }
@@ -115,8 +115,20 @@ def test_changed_settings_rerun_what_depends_on_them(finished_run):
     assert "rule train:" in out and "rule repair_chunk:" in out
 
 
+def test_the_shipped_detector_replaces_training_or_starts_it(tmp_path):
+    from wmrepair.shipped import SHIPPED_MODEL
+
+    out = smk(tmp_path, "-n", config=overlay({"model": {"path": "shipped"}})).stdout
+    assert "rule train:" not in out and "rule repair_chunk:" not in out  # chunks come after the split
+    assert "split_inputs:" in out and "rule synthesize_dataset:" in out
+    pretrained = {k: v for k, v in TINY["train"].items() if k not in ("init", "model")}
+    out = smk(tmp_path, "-n", config={**TINY, "train": pretrained}).stdout
+    assert "rule train:" in out and str(SHIPPED_MODEL) in out  # the shipped weights are an input of training
+
+
 @pytest.mark.parametrize("override, key", [
     ({"results": ""}, "results"),
+    ({"train": {"init": "nowhere.pt"}}, "train.init"),
     ({"results": "/"}, "results"),
     ({"results": "../../../../../../etc"}, "results"),
     ({"logs": "."}, "logs"),
@@ -271,3 +283,25 @@ def test_report_renders_in_a_browser(finished_run, tmp_path):
     # Every picture decodes: the training curves, resources, and the gallery's thumbnails (at least one pair).
     assert len(widths) == page.read_text().count("<img") >= 4 and all(w > 100 for w in widths), widths
     assert int(rows) > TINY["data"]["synth"]["n_test"]  # the manifest table has a row per image, plus the others
+
+
+def test_collection_mode_in_the_workflow(tmp_path):
+    """repair.collection: auto learns the stamp a user folder shares (estimate_stamps), every chunk
+    inverts it, and the report shows it; with the shipped detector, so no training runs."""
+    from PIL import Image
+    from test_stamps import _backgrounds, _blend, _logo_stamp
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    alpha, colour = _logo_stamp()
+    for i, c in enumerate(_backgrounds(20, 23)):
+        Image.fromarray(_blend(c, alpha, colour, "png")).save(src / f"p{i:02d}.png")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    smk(wd, config=overlay({"model": {"path": "shipped"}, "repair": {"input_dir": str(src), "chunk_size": 10}}))
+    m = pd.read_csv(wd / "results/repair/manifest.csv", keep_default_na=False)
+    assert len(m) == 20 and (m.method == "stamp:stamp_00").sum() >= 16, m[["input", "status", "method"]]
+    assert (wd / "results/repair/stamps/stamp_00/alpha.png").is_file()
+    assert (wd / "logs/estimate_stamps/estimate_stamps.log").is_file()
+    html = (wd / "results/report/report.html").read_text()
+    assert "Shared stamps" in html and "stamp_00" in html

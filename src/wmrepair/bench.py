@@ -236,6 +236,33 @@ def bench_train(out: Path, quick: bool = False) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------- predict ----
+PREDICT_ROWS = ("naive", "conservative", "balanced", "aggressive", "onnxruntime", "onnxruntime_tensorrt")
+
+
+def _onnx_predictors(model: Any, res: dict[str, Any]) -> dict[str, Any]:
+    """The ONNX Runtime rows of `bench predict` (its default provider; TensorRT where installed)."""
+    from wmrepair import onnxrt
+    from wmrepair.optimization import OptimizationConfig
+    from wmrepair.predict import OptimizedWatermarkPredictor, PredictConfig
+
+    if not onnxrt.available():
+        res["onnxruntime"] = {"error": "onnxruntime is not installed (pip install onnxruntime)"}
+        return {}
+    out = {}
+    for name, tensorrt in (("onnxruntime", False), ("onnxruntime_tensorrt", True)):
+        if tensorrt and "TensorrtExecutionProvider" not in onnxrt.providers_available():
+            res[name] = {"error": "no TensorRT provider in this onnxruntime"}
+            continue
+        opt = OptimizationConfig.from_level("balanced")
+        opt.model.backend, opt.model.use_tensorrt = "onnxruntime", tensorrt
+        p = OptimizedWatermarkPredictor(copy.deepcopy(model), opt, PredictConfig(flip_tta=False, scales=(1.0,)))
+        p.warmup()
+        res[name] = {"amp": p.amp_dtype, "channels_last": False, "int8": False, "compile": False,
+                     "providers": p._fwd.providers}
+        out[name] = p
+    return out
+
+
 def bench_predict(out: Path, quick: bool = False, model_path: str | None = None) -> dict[str, Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -281,6 +308,8 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
             res[level] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             continue
         res[level] = {"amp": p.amp_dtype, "channels_last": p.channels_last, "int8": p.int8, "compile": p.compiled}
+    for name, p in _onnx_predictors(model, res).items():
+        runners[name] = lambda p=p: p.predict_proba(images)
     # Repeats interleaved (naive, conservative, ... , naive, ...): a noisy neighbour
     # slows every variant alike instead of whichever happened to run at the time.
     rates: dict[str, list[float]] = {k: [] for k in runners}
@@ -295,8 +324,8 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
         m = torch.from_numpy(np.stack(fn()) > 0.5)
         res[k]["mask_iou_vs_naive"] = iou_f1(confusion(m, ref))[0]
     res["model"] = model_path if model_path and Path(model_path).exists() else "untrained UNet"
-    for k in ("naive", "conservative", "balanced", "aggressive"):
-        v = res[k]
+    for k in PREDICT_ROWS:
+        v = res.get(k, {})
         if "images_per_s" not in v:
             continue
         v["ms_per_image"] = 1000 / v["images_per_s"]
@@ -306,15 +335,15 @@ def bench_predict(out: Path, quick: bool = False, model_path: str | None = None)
     _save(out, "predict", res)
     print(f"predict bench: {n} synthetic images 256x256, {flops / 1e9:.2f} GFLOP/image, model: {res['model']}; "
           f"matmul peak bf16 {peak['bfloat16']:.0f} GFLOP/s, fp32 {peak['float32']:.0f} GFLOP/s")
-    for k in ("naive", "conservative", "balanced", "aggressive"):
-        v = res[k]
+    for k in PREDICT_ROWS:
+        v = res.get(k, {})
         if "images_per_s" in v:
             kind = "int8" if v.get("int8") else (v.get("amp") or "fp32")
             print(f"  {k:13s} {v['images_per_s']:7.1f} img/s {v['ms_per_image']:7.1f} ms/img  x{v['ratio_vs_naive']:.2f}"
                   f"  {v['gflops']:.0f} GFLOP/s = {100 * v['fraction_of_bf16_peak']:.0f}% of bf16 matmul peak"
                   f"  [{kind}; masks vs naive IoU {v['mask_iou_vs_naive']:.3f}]")
-        else:
-            print(f"  {k:13s} failed: {v['error']}")
+        elif "error" in v:
+            print(f"  {k:13s} not measured: {v['error']}")
     return res
 
 
@@ -500,7 +529,14 @@ def _fmt(v: Any, spec: str) -> str:
 
 def main(what: str, out_dir: str | Path = "benchmarks/out", quick: bool = False, model: str | None = None) -> int:
     out = Path(out_dir)
-    model = model or ("results/model/model.pt" if Path("results/model/model.pt").exists() else None)
+    from wmrepair.shipped import SHIPPED, SHIPPED_MODEL
+
+    if model == SHIPPED:
+        model = str(SHIPPED_MODEL)
+    if model is None:  # what `make run` trained, else the shipped detector
+        trained = Path("results/model/model.pt")
+        found = trained if trained.exists() else SHIPPED_MODEL if SHIPPED_MODEL.exists() else None
+        model = str(found) if found else None
     if what == "real":
         bench_real(out, quick, model)
         return 0

@@ -12,6 +12,7 @@ log = logging.getLogger("wmrepair")
 
 EPILOG = """examples:
   wmrepair synth --out data/synth
+  wmrepair repair --input photos/ --output repaired/
   wmrepair repair --input photos/ --output repaired/ --model results/model/model.pt --optimize
   wmrepair repair --input photos/ --output repaired/ --model model.pt --fast --save-masks masks/
   wmrepair bench predict
@@ -112,6 +113,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     s = Settings.from_yaml(a.config) if a.config else Settings.from_config({})
     if a.epochs:
         s.train.epochs = a.epochs
+    if a.init:
+        s.train.init = a.init
     summary = train_from_cache(a.train_cache, a.val_cache, a.out, s.train, s.optimization)
     print(json.dumps({"best": summary["best"], "epochs_run": summary["epochs_run"]}, default=float))
     return 0
@@ -181,6 +184,12 @@ def cmd_repair(a: argparse.Namespace) -> int:
     inp = Path(a.input)
     if not inp.is_dir():
         raise UserError(f"--input {inp} is not a folder")
+    from wmrepair.shipped import NoShippedModel, resolve_model
+
+    try:
+        a.model = str(resolve_model(a.model))
+    except NoShippedModel as exc:
+        raise UserError(str(exc)) from None
     if not Path(a.model).is_file():
         raise UserError(f"--model {a.model} does not exist (train one with `make run`, or point at a .pt file)")
     out = Path(a.output)
@@ -189,12 +198,35 @@ def cmd_repair(a: argparse.Namespace) -> int:
     if not any(iter_images(inp)):
         raise UserError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under {inp}")
     opt, pc, rc, inpaint, optimized = repair_settings(a)
+    from wmrepair.gpulease import acquire_gpu, wants_lease
+
+    if wants_lease(a.device):  # one GPU per process, before torch touches CUDA (wmrepair.gpulease)
+        acquire_gpu()
     if not optimized:
         log.info("optimised path off: fp32, NCHW (add --optimize or --fast for the fast path)")
-    engine = build_engine(a.model, opt, pc, rc, inpaint, device=a.device, threads=a.threads, optimized=optimized, verify_model=not a.no_verify_model)
+    engine = build_engine(a.model, opt, pc, rc, inpaint, device=a.device, threads=a.threads, optimized=optimized,
+                          verify_model=not a.no_verify_model)
+    if a.collection or a.stamps:
+        from wmrepair.files import PathError, check_no_overlap
+        from wmrepair.stamps import estimate_folder, load_stamps
+
+        folder = Path(a.stamps) if a.stamps else out / ".wmrepair-stamps"
+        try:  # stamp pictures inside --input would come back as inputs
+            check_no_overlap({"--input": inp}, {"--stamps": folder})
+        except PathError as exc:
+            raise UserError(str(exc)) from None
+        stamps = estimate_folder(inp, engine.p, out_dir=folder) if a.collection else load_stamps(folder)
+        if a.stamps and not a.collection and not (folder / "stamps.json").is_file():
+            raise UserError(f"--stamps {folder}: no stamps.json there (make them with `wmrepair stamps estimate`)")
+        engine.stamps = {tuple(st.size): st for st in stamps}
+        print(f"collection mode: {len(stamps)} shared stamp(s) in {folder}" +
+              "".join(f"; {st.name}: {st.size[1]}x{st.size[0]}, carried by {st.support} of the sample, "
+                      f"quality {st.quality:.2f}" for st in stamps))
     rows = engine.run(inp, out, manifest=manifest, masks_dir=a.save_masks, progress=not a.quiet)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "clean", "failed")}
-    print(f"repaired {counts['ok']}, clean {counts['clean']} (copied as they were), failed {counts['failed']}; "
+    unstamped = sum(str(r.get("method", "")).startswith("stamp:") for r in rows)
+    print(f"repaired {counts['ok']} ({unstamped} by inverting a shared stamp), clean {counts['clean']} "
+          f"(copied as they were), failed {counts['failed']}; "
           f"{engine.resumed} of them done before and kept -> {out} (manifest {manifest})")
     if a.report:
         engine.analyzer.generate_performance_report(a.report, memory=engine.memory.summary())
@@ -248,6 +280,29 @@ def cmd_schema(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stamps(a: argparse.Namespace) -> int:
+    from wmrepair.stamps import estimate_folder, load_stamps
+
+    if a.stamps_cmd == "show":
+        if not (Path(a.folder) / "stamps.json").is_file():
+            raise UserError(f"{a.folder}: no stamps.json there (make them with `wmrepair stamps estimate`)")
+        stamps = load_stamps(a.folder)
+    else:
+        from wmrepair.predict import OptimizedWatermarkPredictor
+        from wmrepair.shipped import resolve_model
+
+        if not Path(a.input).is_dir():
+            raise UserError(f"{a.input} is not a folder")
+        stamps = estimate_folder(a.input, OptimizedWatermarkPredictor(resolve_model(a.model), device=a.device),
+                                 out_dir=a.out)
+    print(f"{len(stamps)} stamp(s)")
+    for st in stamps:
+        y0, x0, y1, x1 = st.box
+        print(f"  {st.name}: images {st.size[1]}x{st.size[0]}, box x {x0}-{x1} y {y0}-{y1}, carried by {st.support} "
+              f"of the sampled images, quality {st.quality:.2f}, peak opacity {float(st.alpha.max()):.2f}")
+    return 0
+
+
 def cmd_doctor(a: argparse.Namespace) -> int:
     """Check that the environment can run the whole chain offline."""
     import importlib
@@ -266,6 +321,16 @@ def cmd_doctor(a: argparse.Namespace) -> int:
         Inpainter("cv2")
     except Exception as exc:
         problems.append(f"iopaint: {exc}")
+    shipped_line = ""
+    try:
+        from wmrepair.checkpoints import load_model
+        from wmrepair.shipped import shipped_model
+
+        path = shipped_model()
+        card = load_model(path)[1]  # checks the card's sha256 too
+        shipped_line = f"shipped detector {path.name} (epoch {card.get('epoch')}) loads"
+    except Exception as exc:
+        problems.append(f"shipped detector: {exc}")
     import PIL
     import torch
 
@@ -275,7 +340,7 @@ def cmd_doctor(a: argparse.Namespace) -> int:
         for p in problems:
             print("problem:", p)
         return 1
-    print("wmrepair doctor: all parts import; IOPaint cv2 model loads offline")
+    print(f"wmrepair doctor: all parts import; IOPaint cv2 model loads offline; {shipped_line}")
     return 0
 
 
@@ -325,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder (checkpoints/, history.csv, ...)")
     s.add_argument("--config", help="workflow config YAML (train: and optimization: sections)")
     setting_flag(s, "--epochs", TrainConfig, "epochs", type=_positive_int)
+    setting_flag(s, "--init", TrainConfig, "init", metavar="pretrained|scratch|PATH")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("select", help="export the best checkpoint as model + JSON card")
@@ -341,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "relative path and extension under --output, plus manifest.csv.")
     s.add_argument("--input", required=True, help="folder of images (searched recursively)")
     s.add_argument("--output", required=True, help="output folder (created)")
-    s.add_argument("--model", required=True, help="detector model file (results/model/model.pt)")
+    s.add_argument("--model", help="detector model file, e.g. results/model/model.pt "
+                                   "(default: the detector shipped in the package)")
     s.add_argument("--config", metavar="YAML",
                    help="a workflow config (its optimization, predict, repair and inpaint sections); "
                         "flags given here override it")
@@ -366,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(s, "--model-dir", InpaintConfig, "model_dir")
     s.add_argument("--overwrite", action="store_true",
                    help="redo every image (default: keep those the manifest records as done, redo the rest)")
+    s.add_argument("--collection", action="store_true",
+                   help="collection mode: first learn the stamps that 16+ same-size images of --input share, "
+                        "then invert their blend on the images that carry one (the rest: per-image repair); "
+                        "stamps are kept in --stamps (default OUTPUT/.wmrepair-stamps)")
+    s.add_argument("--stamps", metavar="DIR", help="use the stamps in DIR (from `wmrepair stamps estimate`)")
     s.add_argument("--no-verify-model", action="store_true",
                    help="use --model even when it does not match the sha256 of the card (model.json) beside it")
     setting_flag(s, "--jpeg-quality", rc, "jpeg_quality", type=_int_in(1, 100))
@@ -375,6 +447,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report", metavar="DIR", help="write performance.json to DIR")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_repair)
+
+    s = sub.add_parser("stamps", help="collection mode: find the stamps a folder's images share, or show them",
+                       description="A stamp many same-size images share (a stock site's preview mark) is learnt "
+                                   "from the folder: where it is, its opacity and its colour. `wmrepair repair "
+                                   "--stamps DIR` then inverts its blend instead of inpainting.")
+    st = s.add_subparsers(dest="stamps_cmd", required=True)
+    e = st.add_parser("estimate", help="learn the shared stamps of a folder")
+    e.add_argument("input", help="folder of images (searched recursively)")
+    e.add_argument("--out", required=True, help="folder for the stamps (alpha.png, colour.png, stamp.json each)")
+    e.add_argument("--model", help="detector (default: the shipped one)")
+    setting_flag(e, "--device", TrainConfig, "device", default=True)
+    e.set_defaults(fn=cmd_stamps)
+    v = st.add_parser("show", help="list the stamps in a folder")
+    v.add_argument("folder")
+    v.set_defaults(fn=cmd_stamps)
 
     s = sub.add_parser("evaluate", help="PSNR/SSIM and mask IoU against ground truth")
     s.add_argument("--manifest", required=True, help="manifest.csv written by `wmrepair repair`")
@@ -395,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("what", choices=["train", "predict", "repair", "real", "all"],
                    help="real: detection, repair and harm on Debian wallpaper photos training never sees "
                         "(installs mate-backgrounds, ukui-wallpapers, fonts-freefont-ttf; not part of all)")
-    s.add_argument("--model", help="detector to measure (default results/model/model.pt)")
+    s.add_argument("--model", help="detector to measure: a .pt or shipped (default results/model/model.pt, else shipped)")
     s.add_argument("--out", default="benchmarks/out", help="where JSON results go")
     s.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     s.set_defaults(fn=cmd_bench)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from wmrepair.files import atomic_write_bytes
 # failed (see `error`). The *_bytes / *_mtime_ns columns record which files the row
 # describes, so that a rerun can tell a finished repair from anything else.
 MANIFEST_FIELDS = ["input", "output", "status", "error", "mask_fraction", "iterations", "seconds", "width", "height",
-                   "mask", "input_bytes", "input_mtime_ns", "output_bytes", "output_mtime_ns"]
+                   "mask", "input_bytes", "input_mtime_ns", "output_bytes", "output_mtime_ns", "method"]
 STATUSES = ("ok", "clean", "failed", "skipped")  # skipped: written by earlier versions
 
 
@@ -106,10 +107,13 @@ class ManifestWriter:
         self.path = path
         write_manifest(first_rows, path)
         self.f = open(path, "ab")  # noqa: SIM115 - appended to for the life of the run
+        self._lock = threading.Lock()  # rows come from the detecting and the inpainting thread
 
     def append(self, row: dict[str, Any]) -> None:
-        self.f.write(_encode(_csv_text([row], header=False)))
-        self.f.flush()
+        data = _encode(_csv_text([row], header=False))
+        with self._lock:
+            self.f.write(data)
+            self.f.flush()
 
     def close(self, rows: list[dict[str, Any]]) -> None:
         self.f.close()

@@ -69,7 +69,11 @@ class ModelExecConfig:
     mixed_precision: bool = setting(True, "bf16/fp16 autocast where the hardware gains")
     compile_model: bool = setting(False, "torch.compile the model")
     channels_last: bool = setting(True, "NHWC memory format")
-    use_tensorrt: bool = setting(False, "ONNX Runtime TensorRT/CUDA execution provider (said off when absent)")
+    backend: str = setting("torch", "detector runtime: torch, or onnxruntime (optional extra: pip install "
+                                    "onnxruntime; exported once per model and cached beside it)",
+                           choices=["torch", "onnxruntime"])
+    use_tensorrt: bool = setting(False, "ONNX Runtime's TensorRT provider, engine cache on, fp16 where autocast "
+                                        "picks it (implies backend onnxruntime; said off when absent)")
     # Masks agree ~97 % with fp32 (DEVNOTES, int8).
     int8: bool = setting(False, "int8 detection on x86 CPUs (post-training quantisation)")
     amp_dtype: str | None = setting(None, "resolved by adapt_to_hardware: bfloat16 / float16 / None", internal=True)
@@ -100,6 +104,10 @@ class RepairExecConfig:
 
     io_workers: int = setting(2, "threads decoding/encoding while the model runs", minimum=1)
     inpaint_workers: int = setting(0, "images inpainted at once (0 = one per core for cv2, else 1)", minimum=0)
+    # On a GPU detection and CPU inpainting use different hardware: running them on
+    # consecutive groups at once keeps both busy. On a CPU they share the cores.
+    overlap: str = setting("auto", "inpaint a group while the next one is detected: auto (when detection runs "
+                                   "on a GPU), on, off", choices=["auto", "on", "off"])
 
 
 @dataclass
@@ -236,9 +244,21 @@ def adapt_to_hardware(
         said.append("torch.compile off: no C++ compiler for the CPU backend")
 
     if m.use_tensorrt:
-        # Said, not silently ignored: the ONNX Runtime / TensorRT backend is not built yet.
-        m.use_tensorrt = False
-        said.append("use_tensorrt off: the ONNX Runtime/TensorRT backend is not implemented in this version")
+        m.backend = "onnxruntime"
+    if m.backend == "onnxruntime":
+        from wmrepair import onnxrt
+
+        if not onnxrt.available():
+            said.append(f"{'use_tensorrt' if m.use_tensorrt else 'backend onnxruntime'} off: onnxruntime is not "
+                        "installed (pip install onnxruntime, or onnxruntime-gpu): torch runs the detector")
+            m.backend, m.use_tensorrt = "torch", False
+        elif m.use_tensorrt and "TensorrtExecutionProvider" not in onnxrt.providers_available():
+            m.use_tensorrt = False
+            said.append("use_tensorrt off: this onnxruntime has no TensorRT provider (providers: "
+                        f"{', '.join(onnxrt.providers_available())}); ONNX Runtime runs without it")
+        if m.backend == "onnxruntime" and (m.int8 or m.compile_model):
+            m.int8 = m.compile_model = False
+            said.append("int8 and torch.compile off: the ONNX Runtime backend runs the exported fp32/fp16 graph")
 
     if m.int8:
         from wmrepair.quantize import int8_available

@@ -54,6 +54,7 @@ from wmrepair.manifest import (  # noqa: F401 - MANIFEST_FIELDS and write_manife
 from wmrepair.memory import MemoryManager, is_oom_error
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.profiling import PerformanceAnalyzer
+from wmrepair.stamps import Stamp, apply_stamp
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,11 @@ class RepairEngine:
 
     def __init__(self, predictor: OptimizedWatermarkPredictor, inpainter: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  config: RepairConfig | None = None, memory: MemoryManager | None = None,
-                 analyzer: PerformanceAnalyzer | None = None) -> None:
+                 analyzer: PerformanceAnalyzer | None = None, stamps: list[Stamp] | None = None) -> None:
         self.p = predictor
         self.inpaint = inpainter
+        # Collection mode: an image carrying one of these has its blend inverted (wmrepair.stamps).
+        self.stamps = {tuple(st.size): st for st in stamps or []}
         self.cfg = config or RepairConfig()
         self.memory = memory or predictor.memory
         level = predictor.opt.repair
@@ -196,8 +199,10 @@ class RepairEngine:
         self._record: ManifestWriter | None = None
         self.inpaint_workers = self.cfg.inpaint_workers or level.inpaint_workers or (
             usable_cpus() if getattr(inpainter, "thread_safe", False) else 1)
+        self.overlap = level.overlap == "on" or (level.overlap == "auto" and predictor.device.type == "cuda")
         self.analyzer.note_settings(inpaint_model=getattr(inpainter, "name", type(inpainter).__name__),
                                     inpaint_workers=self.inpaint_workers, io_workers=self.io_workers,
+                                    overlap=self.overlap,
                                     cleanup_interval=self.memory.config.cleanup_interval)
 
     # ---- images ----------------------------------------------------------
@@ -310,9 +315,11 @@ class RepairEngine:
         done = 0
         try:
             with (ThreadPoolExecutor(max(1, self.io_workers), thread_name_prefix="wmrepair-io") as pool,
-                  ThreadPoolExecutor(self.inpaint_workers, thread_name_prefix="wmrepair-inpaint") as workers):
+                  ThreadPoolExecutor(self.inpaint_workers, thread_name_prefix="wmrepair-inpaint") as workers,
+                  ThreadPoolExecutor(1, thread_name_prefix="wmrepair-finish") as finisher):
                 decodes: deque[tuple[list[_Item], list[Future]]] = deque()
                 writes: list[tuple[_Item, Future]] = []
+                finishing: Future | None = None  # the previous group's inpainting (overlap on)
                 groups = self._groups(todo)
                 ahead = 2  # groups decoded ahead of the model
                 for g in itertools.islice(groups, ahead):
@@ -321,7 +328,13 @@ class RepairEngine:
                     group, futs = decodes.popleft()
                     for g in itertools.islice(groups, 1):
                         decodes.append((g, [pool.submit(self._decode, it) for it in g]))
-                    self._repair_group(group, futs, writes, workers, pool)
+                    found = self._detect_group(group, futs)
+                    if self.overlap:
+                        if finishing is not None:
+                            writes += finishing.result()
+                        finishing = finisher.submit(self._finish_group, group, found, workers, pool)
+                    else:
+                        writes += self._finish_group(group, found, workers, pool)
                     done += len(group)
                     self.memory.step(len(group))
                     rss = psutil.Process().memory_info().rss / 2**20
@@ -329,6 +342,8 @@ class RepairEngine:
                     bar.update(len(group))
                     bar.set_postfix(rss=f"{rss:.0f}MB", refresh=False)
                     writes = self._drain(writes, block=False)
+                if finishing is not None:
+                    writes += finishing.result()
                 self._drain(writes, block=True)
         finally:
             bar.close()
@@ -347,8 +362,8 @@ class RepairEngine:
                 return 0  # decoding reports the real error
         yield from group_by_pixels(todo, pixels, self.cfg.group_size, self.cfg.group_pixels)
 
-    def _repair_group(self, group: list[_Item], futs: list[Future], writes: list[tuple[_Item, Future]],
-                      workers: ThreadPoolExecutor, pool: ThreadPoolExecutor) -> None:
+    def _detect_group(self, group: list[_Item], futs: list[Future]) -> list[tuple[_Item, np.ndarray]]:
+        """Wait for the group's decodes, detect; (item, probability map) of each image that got this far."""
         ready = []
         for it, f in zip(group, futs, strict=True):
             try:
@@ -364,6 +379,14 @@ class RepairEngine:
                 self._fail(it, prob)
             else:
                 found.append((it, prob))
+        return found
+
+    def _finish_group(self, group: list[_Item], found: list[tuple[_Item, np.ndarray]], workers: ThreadPoolExecutor,
+                      pool: ThreadPoolExecutor) -> list[tuple[_Item, Future]]:
+        """Inpaint what detection found and queue the writes (returned); frees the group's pixels."""
+        writes: list[tuple[_Item, Future]] = []
+        if self.stamps:
+            found = self._unstamp(found, writes, pool)
         results = self.repair_images([it.image.rgb for it, _ in found], [pr for _, pr in found], workers)
         for (it, _), (res, secs) in zip(found, results, strict=True):
             it.work_s += secs
@@ -371,10 +394,33 @@ class RepairEngine:
                 self._fail(it, res)
                 continue
             out, mask, iters = res
-            it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=iters)
+            it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=iters, method="inpaint" if iters else "")
             writes.append((it, pool.submit(self._write, it, it.image, out, mask, iters)))
         for it in group:
             it.image = None  # free pixels now, not at the end of the run
+        return writes
+
+    def _unstamp(self, found: list[tuple[_Item, np.ndarray]], writes: list[tuple[_Item, Future]],
+                 pool: ThreadPoolExecutor) -> list[tuple[_Item, np.ndarray]]:
+        """Invert the blend of the images that carry a known stamp; returns the others (per-image path)."""
+        rest = []
+        for it, prob in found:
+            stamp = self.stamps.get(it.image.rgb.shape[:2])
+            out = None
+            if stamp is not None:
+                with self._stage(it, "stamp"):
+                    try:
+                        out = apply_stamp(it.image.rgb, stamp)
+                    except Exception as exc:  # a broken stamp must not lose the image: per-image path
+                        log.warning("stamp %s failed on %s (%s): per-image repair", stamp.name, it.src, exc)
+            if out is None:
+                rest.append((it, prob))
+                continue
+            mask = stamp.mask()
+            it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=1, method=f"stamp:{stamp.name}")
+            self.analyzer.count(f"images_{stamp.name}")
+            writes.append((it, pool.submit(self._write, it, it.image, out, mask, 1)))
+        return rest
 
     @contextlib.contextmanager
     def _stage(self, it: _Item, name: str) -> Iterator[None]:
@@ -476,10 +522,10 @@ def check_paths(input_root: str | Path, output_root: str | Path, manifest: str |
     ensure_writable_file("--manifest", manifest)
 
 
-def build_engine(model: str | Path, optimization: Any = None, predict_config: Any = None,
+def build_engine(model: str | Path | None = None, optimization: Any = None, predict_config: Any = None,
                  repair_config: RepairConfig | None = None, inpaint: InpaintConfig | dict[str, Any] | None = None,
                  device: str = "auto", threads: int = 0, optimized: bool = True,
-                 verify_model: bool = True) -> RepairEngine:
+                 verify_model: bool = True, stamps: list[Stamp] | None = None) -> RepairEngine:
     """Predictor + IOPaint inpainter + engine, as the CLI and the workflow both use them.
 
     The inpaint model is checked (weights present, IOPaint importable) *before*
@@ -497,5 +543,9 @@ def build_engine(model: str | Path, optimization: Any = None, predict_config: An
     inpainter = Inpainter(device=dev.type, config=inp)
     predictor = OptimizedWatermarkPredictor(model, opt, predict_config, device=str(dev), threads=threads,
                                             optimized=optimized, verify_model=verify_model)
-    predictor.analyzer.note_settings(device=str(dev), level=opt.level)  # for the report: what the repair ran on
-    return RepairEngine(predictor, inpainter, rc)
+    from wmrepair.gpulease import leased_device
+
+    gpu = leased_device()  # for the report: what the repair ran on (the host's GPU id when leased)
+    predictor.analyzer.note_settings(device=f"{dev} (GPU {gpu})" if gpu and dev.type == "cuda" else str(dev),
+                                     gpu_lease=gpu, level=opt.level)
+    return RepairEngine(predictor, inpainter, rc, stamps=stamps)

@@ -96,10 +96,42 @@ def read_benchmarks(bench_dir: str | Path | None) -> list[dict[str, Any]]:
     return out
 
 
+def stamp_cards(stamps_dir: str | Path | None, manifest: str | Path | None) -> list[dict[str, Any]]:
+    """Each stamp collection mode learnt: its alpha and colour as pictures, its support, the images that used it."""
+    import numpy as np
+    from PIL import Image
+
+    from wmrepair.stamps import load_stamps
+
+    used: dict[str, list[str]] = {}
+    if manifest and Path(manifest).is_file():
+        m = pd.read_csv(manifest, keep_default_na=False)
+        if "method" in m:
+            for inp, method in zip(m.input, m.method):
+                if str(method).startswith("stamp:"):
+                    used.setdefault(str(method)[6:], []).append(Path(inp).name)
+    cards = []
+    for st in load_stamps(stamps_dir):
+        y0, x0, y1, x1 = st.box
+        alpha = Image.fromarray((st.alpha.clip(0, 1) * 255).astype(np.uint8))
+        colour = Image.fromarray(st.colour().astype(np.uint8))
+        cards.append({"name": st.name, "size": f"{st.size[1]}x{st.size[0]}", "box": f"x {x0}-{x1}, y {y0}-{y1}",
+                      "support": st.support, "quality": st.quality, "alpha": _png_b64(alpha),
+                      "colour": _png_b64(colour), "used": used.get(st.name, [])})
+    return cards
+
+
+def _png_b64(im: Any) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def render_report(out_html: str | Path, *, metrics: str | Path | None = None, per_image: str | Path | None = None,
                   card: str | Path | None = None, train_dir: str | Path | None = None,
                   manifest: str | Path | None = None, bench_dir: str | Path | None = None,
-                  performance: dict[str, str | Path] | None = None, level: str = "balanced") -> Path:
+                  performance: dict[str, str | Path] | None = None, level: str = "balanced",
+                  stamps_dir: str | Path | None = None) -> Path:
     train_dir = Path(train_dir) if train_dir else None
     perf = {k: v for k, v in ((k, _json(p)) for k, p in (performance or {}).items()) if v}
     bottlenecks = [{**b, "source": name} for name, p in perf.items() for b in p.get("bottlenecks", [])]
@@ -123,6 +155,7 @@ def render_report(out_html: str | Path, *, metrics: str | Path | None = None, pe
                "resources": plot_resources(train_dir / "resources.csv") if train_dir else None},
         benchmarks=read_benchmarks(bench_dir), performance=perf, bottlenecks=bottlenecks,
         failed=failed, per_image=per, decisions=eff.get("decisions", []), gallery=gallery(manifest, per_image),
+        stamps=stamp_cards(stamps_dir, manifest),
     )
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)

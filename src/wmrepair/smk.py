@@ -9,12 +9,19 @@ from typing import Any
 
 
 def setup(snakemake: Any) -> None:
-    """Send stdout/stderr and logging of a `script:` job to its `log:` file; honour `threads`."""
+    """Send stdout/stderr and logging of a `script:` job to its `log:` file; honour `threads`; lease
+    one GPU for a job that declares the `gpu` resource (wmrepair.gpulease)."""
     if snakemake.log:
         f = open(snakemake.log[0], "w", buffering=1)  # noqa: SIM115 - lives as long as the job
         sys.stdout = sys.stderr = f
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
+    if int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0) > 0:  # before torch touches CUDA
+        from wmrepair.gpulease import acquire_gpu, wants_lease
+
+        train = (getattr(snakemake.params, "settings", None) or {}).get("train") or {}
+        if wants_lease(train.get("device", "auto")):
+            acquire_gpu()
     try:
         import torch
 
@@ -71,12 +78,22 @@ def check_config(config: dict[str, Any], cwd: str | Path | None = None) -> None:
         raise ValueError(f"data.backgrounds_dir: no images under {data['backgrounds_dir']}")
     if rep["input_dir"] and next(iter_images(rep["input_dir"]), None) is None:
         raise ValueError(f"repair.input_dir: no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under {rep['input_dir']}")
-    if model["path"] and not Path(model["path"]).is_file():
-        raise ValueError(f"model.path: file {model['path']} does not exist")
+    from wmrepair.shipped import SHIPPED, init_weights, resolve_model
+
+    key = "model.path" if model["path"] else "train.init"
+    try:
+        if model["path"] and not resolve_model(model["path"]).is_file():
+            raise ValueError(f"model.path: file {model['path']} does not exist")
+        if not model["path"]:
+            init_weights(config["train"]["init"])
+    except FileNotFoundError as exc:  # no shipped detector in this install, or no such file
+        msg = str(exc) if str(exc).startswith(key) else f"{key}: {exc}"
+        raise ValueError(msg) from None
     try:
         for key in ("results", "logs"):
             check_dedicated_dir(key, config.get(key), cwd)
-        check_no_overlap({**{k: v for k, v in folders.items() if v}, "model.path": model["path"]},
+        own = model["path"] if model["path"] != SHIPPED else None
+        check_no_overlap({**{k: v for k, v in folders.items() if v}, "model.path": own},
                          written_dirs(config))
     except PathError as exc:
         raise ValueError(str(exc)) from None

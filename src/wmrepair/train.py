@@ -98,6 +98,31 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def initial_model(cfg: TrainConfig) -> tuple[UNet, str]:
+    """The network `cfg.model` describes, with the weights `cfg.init` names; returns it and their sha256.
+
+    Fine-tuning needs the same architecture: a different `train.model` is refused
+    with what to change, not silently trained from scratch.
+    """
+    from wmrepair.checkpoints import load_model, sha256_file
+    from wmrepair.model import model_config_dict
+    from wmrepair.shipped import init_weights
+
+    model = build_model(cfg.model)
+    path = init_weights(cfg.init)
+    if path is None:
+        return model, ""
+    pre, _ = load_model(path)
+    have, want = model_config_dict(pre), model_config_dict(model)
+    if have != want:
+        diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
+        raise ValueError(f"train.init: {path} is another network than train.model asks for "
+                         f"(field: (its value, train.model's)): {diff}; set train.model to match or train.init: scratch")
+    model.load_state_dict(pre.state_dict())
+    log.info("starting from the weights of %s", path)
+    return model, sha256_file(path)
+
+
 class OptimizedTrainer:
     """Trains a UNet with the effective optimisation settings; use as a context manager.
 
@@ -125,11 +150,14 @@ class OptimizedTrainer:
 
             torch.set_num_threads(min(self.cfg.threads, usable_cpus()))
         torch.backends.cudnn.benchmark = self.opt_cfg.training.cudnn_benchmark
-        self.data_hash = data_hash
+        torch.manual_seed(self.cfg.seed)
+        init_sha = ""
+        if model is None:
+            model, init_sha = initial_model(self.cfg)
+        self.model = model
+        self.data_hash = data_hash + init_sha  # other starting weights: another run, never resumed into
         self.hash = self._config_hash()
         self.history: list[dict[str, float]] = []
-        torch.manual_seed(self.cfg.seed)
-        self.model = model if model is not None else build_model(self.cfg.model)
         self.analyzer = analyzer or PerformanceAnalyzer()
         self.monitor = ResourceMonitor(interval=self.opt_cfg.memory.monitor_interval, csv_path=self.out / "resources.csv")
 

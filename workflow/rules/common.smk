@@ -58,6 +58,7 @@ SYNTH = f"{RESULTS}/data/synth"
 USE_SYNTH_TRAIN = not config["data"]["train_dir"]
 USE_SYNTH_TEST = not config["repair"]["input_dir"]
 USE_OWN_MODEL = bool(config["model"]["path"])
+SHIP_TO = config["model"].get("ship_to")
 
 
 def train_data_dir(split):
@@ -106,7 +107,23 @@ def repair_chunk_mem_mb(wildcards):
 
 
 def model_file():
-    return config["model"]["path"] if USE_OWN_MODEL else f"{RESULTS}/model/model.pt"
+    """The detector repair uses: model.path ('shipped' = the package's), else the one trained here."""
+    from wmrepair.shipped import resolve_model
+
+    return str(resolve_model(config["model"]["path"])) if USE_OWN_MODEL else f"{RESULTS}/model/model.pt"
+
+
+def stamps_dir():
+    """The stamps collection mode learnt from the inputs (repair.collection), as a chunk's input."""
+    return [f"{RESULTS}/repair/stamps"] if config["repair"].get("collection", "auto") != "off" else []
+
+
+def init_model():
+    """The weights training starts from (train.init), as an input: new weights retrain."""
+    from wmrepair.shipped import init_weights
+
+    path = init_weights(config["train"]["init"])
+    return [str(path)] if path else []
 
 
 def settings_of(*sections):
@@ -126,4 +143,6 @@ def final_outputs():
     outs = [f"{RESULTS}/repair/manifest.csv", f"{RESULTS}/eval/metrics.json", f"{RESULTS}/report/report.html"]
     if not USE_OWN_MODEL:
         outs += [f"{RESULTS}/model/model.pt", f"{RESULTS}/model/model.json"]
+    if SHIP_TO:
+        outs += [SHIP_TO]
     return outs

@@ -18,12 +18,36 @@ checkpoint split_inputs:
         "../scripts/split_inputs.py"
 
 
+rule estimate_stamps:
+    input:
+        synth_for_test(),
+        model=model_file(),
+    output:
+        directory(f"{RESULTS}/repair/stamps"),
+    log:
+        f"{LOGS}/estimate_stamps/estimate_stamps.log",
+    benchmark:
+        f"{BENCH}/estimate_stamps.tsv"
+    params:
+        input_dir=repair_input_dir(),
+        listing=lambda wc: input_listing(),
+        settings=settings_of("predict", "optimization"),
+    threads: job_threads()
+    resources:
+        gpu=1,
+    conda:
+        "../envs/wmrepair.yaml"
+    script:
+        "../scripts/estimate_stamps.py"
+
+
 rule repair_chunk:
     input:
         # ancient: a re-split rewrites every list; a chunk's name is the hash of its content,
         # so an unchanged name means unchanged images (only new names run).
         chunk=ancient(f"{RESULTS}/repair/chunks/chunk_{{i}}.jsonl"),
         model=model_file(),
+        stamps=stamps_dir(),
     output:
         manifest=f"{RESULTS}/repair/manifests/chunk_{{i}}.csv",
     log:

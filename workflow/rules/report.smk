@@ -4,6 +4,7 @@ rule report:
         per_image=f"{RESULTS}/eval/per_image.csv",
         manifest=f"{RESULTS}/repair/manifest.csv",
         card=[] if USE_OWN_MODEL else f"{RESULTS}/model/model.json",
+        stamps=stamps_dir(),
     output:
         html=f"{RESULTS}/report/report.html",
     log:

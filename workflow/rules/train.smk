@@ -2,6 +2,7 @@ rule train:
     input:
         train=f"{RESULTS}/cache/train/index.json",
         val=f"{RESULTS}/cache/val/index.json",
+        init=init_model(),
     output:
         summary=f"{RESULTS}/train/summary.json",
         history=f"{RESULTS}/train/history.csv",

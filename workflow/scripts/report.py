@@ -12,4 +12,5 @@ for p in sorted((Path(sm.input.manifest).parent / "manifests").glob("*.performan
     perf[p.name.removesuffix(".performance.json")] = p
 render_report(sm.output.html, metrics=sm.input.metrics, per_image=sm.input.per_image,
               card=sm.input.card or None, train_dir=train_dir, manifest=sm.input.manifest,
-              bench_dir=sm.params.bench_dir, level=sm.params.level, performance=perf)
+              bench_dir=sm.params.bench_dir, level=sm.params.level, performance=perf,
+              stamps_dir=sm.input.stamps[0] if sm.input.get("stamps") else None)

@@ -1,0 +1,335 @@
+"""Collection mode: learn the stamp that many images share, then undo its blend instead of inpainting.
+
+A visible mark is blended into the picture, `J = a + b·I` per pixel, with
+`a = α·W` (the mark's colour times its opacity, per channel) and `b = 1 − α`.
+Across a folder of different pictures carrying one stamp, `a` and `b` are the
+only things that stay: at each pixel, the marked values `J_k` of the images
+are a straight line in the clean values `I_k`. We do not know `I_k` under the
+mark, but inpainting the stamp's region of each image gives an estimate
+`Î_k`; the least-squares line of `J_k` on `Î_k` over the whole collection is
+`(a, b)` (errors of the inpainting average out over many pictures; a robust
+weighting drops the pictures where it failed). Then each image is inverted,
+`I = (J − a) / b`, which keeps what the mark let through; only where the mark
+is nearly opaque (`b` small, inversion would amplify noise) the inpainting is
+used. Pixels outside the stamp are never touched.
+
+The stamp's place comes from the detector: the mean of its probability maps
+over the collection (a mark every image shares stands out; a false detection
+in one picture averages away). Images are grouped by size; a group of at least
+`min_support` images may hold a stamp. Dekel et al., "On the Effectiveness of
+Visible Watermarks" (CVPR 2017) estimate stamps from collections through
+gradient medians and multi-image matting; this is a simpler estimator of the
+same model that needs no Poisson solve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from wmrepair.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StampConfig:
+    """How stamps are found and applied (defaults chosen on synthetic dev collections, DEVNOTES)."""
+
+    min_support: int = 16  # images of one size before a shared stamp is looked for
+    sample: int = 100  # images of a group the stamp is estimated from (spread over the group)
+    presence: float = 0.3  # mean detector probability that makes a pixel part of the stamp
+    edge: float = 4.0  # ... or where the median edge strength over the images is this many times its typical value
+    grow: int = 4  # px the stamp region grows beyond those pixels (a stroke's inside, the mark's soft edge)
+    opaque: float = 0.85  # alpha above which the blend is not inverted but inpainted
+    min_alpha: float = 0.02  # alpha below which a pixel is left as it is
+    match: float = 0.8  # an image carries the stamp when its difference from the estimate projects this
+    #                       far onto the one the blend predicts (1 = exactly the stamp)
+    noise: float = 0.0  # weight of the inpainted estimate where b is small (0 = pure inversion)
+    min_quality: float = 0.5  # stamps whose fit explains less of the variance are not used
+    radius: int = 3  # cv2 inpainting radius of the estimate and the opaque parts
+
+
+@dataclass
+class Stamp:
+    name: str
+    size: tuple[int, int]  # (height, width) of the images it belongs to
+    box: tuple[int, int, int, int]  # y0, x0, y1, x1
+    a: np.ndarray = field(repr=False)  # (h, w, 3) float32: alpha * colour
+    b: np.ndarray = field(repr=False)  # (h, w) float32: 1 - alpha
+    region: np.ndarray = field(repr=False)  # (h, w) bool: where the stamp may be
+    support: int = 0
+    quality: float = 0.0
+    images: list[str] = field(default_factory=list)
+
+    @property
+    def alpha(self) -> np.ndarray:
+        return 1.0 - self.b
+
+    def colour(self) -> np.ndarray:
+        """The mark's colour W (0..255) where it has any opacity, else 0."""
+        al = self.alpha[..., None]
+        return np.where(al > 0.02, self.a / np.maximum(al, 1e-3), 0).clip(0, 255)
+
+    # ---- files a person can look at -------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        alpha16 = (self.alpha.clip(0, 1) * 65535).round().astype(np.uint16)
+        atomic_write_bytes(d / "alpha.png", _png(Image.fromarray(alpha16)))
+        atomic_write_bytes(d / "colour.png", _png(Image.fromarray(self.colour().round().astype(np.uint8))))
+        atomic_write_bytes(d / "region.png", _png(Image.fromarray(self.region.astype(np.uint8) * 255)))
+        np.savez_compressed(d / "blend.npz", a=self.a, b=self.b)
+        meta = {"name": self.name, "size": list(self.size), "box": list(self.box), "support": self.support,
+                "quality": self.quality, "images": self.images}
+        atomic_write_bytes(d / "stamp.json", json.dumps(meta, indent=1).encode())
+        return d
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Stamp:
+        d = Path(folder)
+        meta = json.loads((d / "stamp.json").read_text())
+        blend = np.load(d / "blend.npz")
+        region = np.asarray(Image.open(d / "region.png")) > 0
+        return cls(meta["name"], tuple(meta["size"]), tuple(meta["box"]), blend["a"], blend["b"], region,
+                   meta["support"], meta["quality"], meta.get("images", []))
+
+    def mask(self) -> np.ndarray:
+        """Where the stamp changes pixels, as a full-size boolean mask."""
+        m = np.zeros(self.size, bool)
+        y0, x0, y1, x1 = self.box
+        m[y0:y1, x0:x1] = self.b < 1.0
+        return m
+
+
+def _png(im: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _inpaint(crop: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
+    return cv2.inpaint(crop, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
+
+
+def _box(region: np.ndarray, margin: int) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(region)
+    h, w = region.shape
+    return (int(max(0, ys.min() - margin)), int(max(0, xs.min() - margin)), int(min(h, ys.max() + margin + 1)),
+            int(min(w, xs.max() + margin + 1)))
+
+
+def fit_blend(marked: np.ndarray, estimate: np.ndarray, iterations: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel, the line `marked ≈ a + b·estimate` over the images (axis 0), `b` shared by the channels.
+
+    `marked`, `estimate`: (n, h, w, 3) float32. Returns a (h, w, 3), b (h, w) in [0, 1], and the
+    share of the marked values' variance the line explains (h, w). Huber-weighted least squares:
+    images where the estimate is far off count less.
+    """
+    n = marked.shape[0]
+    wts = np.ones(marked.shape[:3], np.float32)  # (n, h, w)
+    for _ in range(iterations):
+        sw = wts.sum(0)[..., None] + 1e-6
+        mj = (wts[..., None] * marked).sum(0) / sw
+        me = (wts[..., None] * estimate).sum(0) / sw
+        dj, de = marked - mj, estimate - me
+        cov = (wts[..., None] * dj * de).sum((0, 3))
+        var = (wts[..., None] * de * de).sum((0, 3))
+        b = np.clip(cov / np.maximum(var, 1e-3), 0.0, 1.0)
+        a = mj - b[..., None] * me
+        resid = np.abs(marked - a - b[..., None] * estimate).mean(-1)  # (n, h, w)
+        scale = 1.4826 * np.median(resid, axis=0) + 1.0
+        wts = np.minimum(1.0, 1.5 * scale / np.maximum(resid, 1e-6)).astype(np.float32)
+    total = ((marked - marked.mean(0)) ** 2).sum((0, 3))
+    explained = 1.0 - (resid[..., None] ** 2).sum((0, 3)) * 3 / np.maximum(total, 1e-3) if n > 1 else np.zeros(b.shape)
+    return a.astype(np.float32), b.astype(np.float32), np.clip(explained, 0, 1).astype(np.float32)
+
+
+def shared_edges(images: list[np.ndarray], factor: float) -> np.ndarray:
+    """Pixels where most images have an edge: the median over the images of the gradient magnitude,
+    far above its typical value. A stamp's outline is at the same place in every image, whatever
+    its colour against each picture; the pictures' own edges are not."""
+    mags = []
+    for im in images:
+        g = cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        mags.append(cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)))
+    med = np.median(np.stack(mags), axis=0)
+    return med > factor * max(float(np.median(med)), 1.0)
+
+
+def estimate_stamp(images: list[np.ndarray], probs: list[np.ndarray], cfg: StampConfig | None = None,
+                   names: list[str] | None = None, name: str = "stamp") -> Stamp | None:
+    """The stamp images of one size share, from the images and their detector probability maps; None if none."""
+    cfg = cfg or StampConfig()
+    if len(images) < cfg.min_support:
+        return None
+    core = (np.mean(probs, axis=0) > cfg.presence) | shared_edges(images, cfg.edge)
+    if core.sum() < 16:
+        return None
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.grow + 1, 2 * cfg.grow + 1))
+    region_full = cv2.dilate(core.astype(np.uint8), k) > 0
+    y0, x0, y1, x1 = _box(region_full, cfg.radius + 2)
+    region = region_full[y0:y1, x0:x1]
+    crops = np.stack([im[y0:y1, x0:x1] for im in images])
+    est = np.stack([_inpaint(im[y0:y1, x0:x1], region, cfg.radius) for im in images])
+    # In bands of rows: the fit's float temporaries stay a few hundred MB for any image size.
+    band = max(1, (64 << 20) // max(1, crops.shape[0] * crops.shape[2] * 3 * 4))
+    a, b, explained = (np.concatenate(parts) for parts in zip(*(
+        fit_blend(crops[:, r:r + band].astype(np.float32), est[:, r:r + band].astype(np.float32))
+        for r in range(0, crops.shape[1], band))))
+    b = np.where(region, b, 1.0).astype(np.float32)
+    a = np.where(region[..., None], a, 0.0).astype(np.float32)
+    faint = (1 - b) < cfg.min_alpha
+    b[faint], a[faint] = 1.0, 0.0
+    marked = region & ~faint
+    quality = float(np.median(explained[marked])) if marked.any() else 0.0
+    stamp = Stamp(name, images[0].shape[:2], (y0, x0, y1, x1), a, b, region, support=len(images),
+                  quality=quality, images=list(names or []))
+    log.info("stamp %dx%d at %s from %d images: %d px of alpha > %.2f, quality %.2f", x1 - x0, y1 - y0,
+             (y0, x0), len(images), int(marked.sum()), cfg.min_alpha, quality)
+    return stamp
+
+
+def _crop_and_estimate(image: np.ndarray, stamp: Stamp, cfg: StampConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    if image.shape[:2] != tuple(stamp.size):
+        return None
+    y0, x0, y1, x1 = stamp.box
+    crop = image[y0:y1, x0:x1]
+    return crop.astype(np.float32), _inpaint(crop, stamp.region, cfg.radius).astype(np.float32)
+
+
+def image_carries(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None) -> bool:
+    cfg = cfg or StampConfig()
+    got = _crop_and_estimate(image, stamp, cfg)
+    return got is not None and carries(*got, stamp, cfg)
+
+
+def apply_stamp(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None) -> np.ndarray | None:
+    """`image` with the stamp's blend undone, or None when the image does not carry the stamp."""
+    cfg = cfg or StampConfig()
+    got = _crop_and_estimate(image, stamp, cfg)
+    if got is None or not carries(*got, stamp, cfg):
+        return None
+    crop, est = got
+    y0, x0, y1, x1 = stamp.box
+    b = stamp.b[..., None]
+    marked = stamp.b < 1.0
+    inverted = (crop - stamp.a) / np.maximum(b, 1e-3)
+    if cfg.noise > 0:  # inversion amplifies the file's noise by 1/b: lean on the estimate where b is small
+        w = b**2 / (b**2 + cfg.noise)
+        inverted = w * inverted + (1 - w) * est
+    opaque = (1 - stamp.b) > cfg.opaque
+    if opaque.any():  # nearly opaque: what is under it is lost; inpaint from the inverted surroundings
+        base = np.clip(inverted, 0, 255).round().astype(np.uint8)
+        filled = _inpaint(base, opaque, cfg.radius).astype(np.float32)
+        inverted = np.where(opaque[..., None], filled, inverted)
+    out = image.copy()
+    region = out[y0:y1, x0:x1]
+    region[marked] = np.clip(inverted, 0, 255).round().astype(np.uint8)[marked]
+    return out
+
+
+def _highpass(x: np.ndarray) -> np.ndarray:
+    return x - cv2.GaussianBlur(x, (0, 0), 2.0)
+
+
+def carries(crop: np.ndarray, est: np.ndarray, stamp: Stamp, cfg: StampConfig) -> bool:
+    """Whether an image's stamp region holds the stamp.
+
+    The fine detail of the image's difference from its inpainted estimate (`J − Î`) is projected
+    onto that of the difference the blend predicts (`a − α·Î`): about 1 where the stamp is there,
+    about 0 where it is not (the texture of a picture does not follow the stamp's edges).
+    """
+    marked = stamp.b < 1.0
+    if not marked.any():
+        return False
+    diff = _highpass(crop - est)[marked]
+    pred = _highpass(stamp.a - (1 - stamp.b)[..., None] * est)[marked]
+    scale = float((diff * pred).sum() / max((pred * pred).sum(), 1e-6))
+    return cfg.match < scale < 2.0
+
+
+def stamp_summary(stamp: Stamp) -> dict[str, Any]:
+    d = asdict(stamp)
+    for k in ("a", "b", "region"):
+        d.pop(k)
+    return d
+
+
+# ---- folders -----------------------------------------------------------------
+INDEX = "stamps.json"
+
+
+def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | None = None,
+                    out_dir: str | Path | None = None) -> list[Stamp]:
+    """The stamps a folder's images share (one per size group at most), saved under `out_dir`.
+
+    A group of at least `min_support` images of one size is sampled evenly (`sample`
+    images), the detector runs on the sample, and a stamp is kept when its fit explains
+    the images well (`min_quality`) and at least `min_support` of the sample carry it.
+    """
+    from collections import defaultdict
+
+    from wmrepair.imageio import image_size, list_images, read_image
+
+    cfg = cfg or StampConfig()
+    root = Path(input_dir)
+    groups: dict[tuple[int, int], list[Path]] = defaultdict(list)
+    for rel in list_images(root):
+        try:
+            w, h = image_size(root / rel)
+        except Exception:  # unreadable: the repair reports it
+            continue
+        groups[(h, w)].append(rel)
+    stamps: list[Stamp] = []
+    for size, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        if len(members) < cfg.min_support:
+            continue
+        pick = members[:: max(1, len(members) // cfg.sample)][: cfg.sample]
+        images, names = [], []
+        for rel in pick:
+            try:
+                images.append(read_image(root / rel).rgb)
+                names.append(str(rel))
+            except Exception:
+                continue
+        probs = predictor.predict_proba(images)
+        stamp = estimate_stamp(images, probs, cfg, names, name=f"stamp_{len(stamps):02d}")
+        if stamp is None or stamp.quality < cfg.min_quality:
+            continue
+        stamp.support = sum(image_carries(im, stamp, cfg) for im in images)
+        if stamp.support < cfg.min_support:
+            log.info("%s (%dx%d): carried by %d of %d sampled images, fewer than %d: not used", stamp.name,
+                     size[1], size[0], stamp.support, len(images), cfg.min_support)
+            continue
+        stamps.append(stamp)
+    if out_dir is not None:
+        save_stamps(stamps, out_dir)
+    return stamps
+
+
+def save_stamps(stamps: list[Stamp], out_dir: str | Path) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for st in stamps:
+        st.save(out / st.name)
+    index = [stamp_summary(st) for st in stamps]
+    atomic_write_bytes(out / INDEX, json.dumps(index, indent=1).encode())
+
+
+def load_stamps(folder: str | Path | None) -> list[Stamp]:
+    """The stamps `save_stamps` wrote (none for None or a folder without an index)."""
+    if folder is None or not (Path(folder) / INDEX).is_file():
+        return []
+    index = json.loads((Path(folder) / INDEX).read_text())
+    return [Stamp.load(Path(folder) / entry["name"]) for entry in index]
+

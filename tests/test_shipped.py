@@ -1,0 +1,109 @@
+"""The detector shipped in the package: loadable with weights_only, matching its card, finding marks,
+inside a built wheel, and used wherever no model is named."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from wmrepair import shipped
+from wmrepair.checkpoints import sha256_file
+
+ROOT = shipped.SHIPPED_MODEL.parents[3]
+
+
+def test_the_shipped_file_loads_weights_only_and_matches_its_card():
+    path = shipped.shipped_model()
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["sha256"] == sha256_file(path) and card["bytes"] == path.stat().st_size
+    assert path.stat().st_size <= 10 * 2**20
+    assert all(v.dtype == torch.float16 for v in ck["state_dict"].values() if v.is_floating_point())
+    assert card["model"] == ck["meta"]["model"]
+    for key in ("data", "train", "code", "hardware", "train_wall_time_s", "config_hash"):
+        assert card[key] is not None, key
+    assert {"val", "synthetic_test", "real_photos"} <= set(card["metrics"])
+    assert card["train"]["init"] == "scratch"  # it is trained, not fine-tuned from itself
+
+
+def test_the_shipped_detector_finds_a_mark_and_leaves_a_plain_picture():
+    from wmrepair.predict import OptimizedWatermarkPredictor
+    from wmrepair.synth import TEST_FONTS, TEST_WORDS, add_watermark, make_background
+
+    pred = OptimizedWatermarkPredictor()  # no path: the shipped detector
+    rng = np.random.default_rng(3)
+    hits = []
+    for _ in range(4):
+        img, alpha = add_watermark(make_background(rng, 320, 400), rng, TEST_WORDS, TEST_FONTS, (0.6, 0.8))
+        r = pred.predict(img)
+        truth = alpha > 0.05
+        hits.append((r["mask"] & truth).sum() / (r["mask"] | truth).sum())
+    assert np.median(hits) > 0.3, hits
+    flat = np.full((320, 400, 3), 128, np.uint8)
+    assert not pred.predict(flat)["mask"].any()
+
+
+def test_a_wheel_carries_the_shipped_detector_and_an_install_from_it_finds_it(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    (whl,) = (tmp_path / "dist").glob("wmrepair-*.whl")
+    names = zipfile.ZipFile(whl).namelist()
+    assert "wmrepair/weights/detector.pt" in names and "wmrepair/weights/detector.json" in names
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(whl)],
+                   check=True, capture_output=True)
+    code = ("import wmrepair.shipped as s; from wmrepair.checkpoints import load_model; "
+            "p = s.shipped_model(); load_model(p); print(p)")
+    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(str(site))  # the installed copy, not the checkout
+
+
+def test_repair_without_model_uses_the_shipped_detector(tmp_path):
+    from PIL import Image
+
+    from wmrepair.synth import TEST_FONTS, TEST_WORDS, add_watermark, make_background
+
+    rng = np.random.default_rng(4)
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        img, _ = add_watermark(make_background(rng, 240, 320), rng, TEST_WORDS, TEST_FONTS, (0.6, 0.8))
+        Image.fromarray(img).save(tmp_path / "in" / f"p{i}.png")
+    r = subprocess.run([sys.executable, "-m", "wmrepair", "repair", "--input", str(tmp_path / "in"),
+                        "--output", str(tmp_path / "out"), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = (tmp_path / "out/manifest.csv").read_text().splitlines()
+    assert len(rows) == 3 and ",ok," in rows[1] + rows[2]
+
+
+def test_no_shipped_detector_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from wmrepair.cli import main
+
+    monkeypatch.setattr(shipped, "SHIPPED_MODEL", tmp_path / "absent.pt")
+    (tmp_path / "in").mkdir()
+    assert main(["repair", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no shipped detector" in err and "--model" in err
+
+
+def test_training_starts_from_the_shipped_weights_unless_told_otherwise():
+    from wmrepair.checkpoints import load_model
+    from wmrepair.config import TrainConfig
+    from wmrepair.train import initial_model
+
+    ref, _ = load_model(shipped.shipped_model())
+    model, sha = initial_model(TrainConfig())
+    assert sha == sha256_file(shipped.shipped_model())
+    for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), k
+    scratch, sha = initial_model(TrainConfig(init="scratch"))
+    assert sha == "" and not torch.equal(next(scratch.parameters()), next(ref.parameters()))
+    with pytest.raises(ValueError, match="train.init.*another network"):
+        initial_model(TrainConfig(model={**TrainConfig().model, "base_channels": 8}))
+    with pytest.raises(FileNotFoundError, match="train.init"):
+        initial_model(TrainConfig(init="nowhere.pt"))

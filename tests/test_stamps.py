@@ -1,0 +1,178 @@
+"""Collection mode on synthetic collections: many different pictures sharing one stamp.
+
+Backgrounds here use seeds of their own (23, 29): the estimator's settings were chosen on other
+collections. Figures are PSNR against the clean pictures, inside the mark and over the image,
+against an inpainting oracle that is given the true mask (dilated) and cv2.
+"""
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from wmrepair.stamps import (
+    Stamp,
+    StampConfig,
+    apply_stamp,
+    estimate_stamp,
+    load_stamps,
+    save_stamps,
+)
+from wmrepair.synth import _font, _logo_layer, _text_layer, make_background
+
+H, W = 480, 640
+
+
+def _backgrounds(n, seed):
+    return [make_background(np.random.default_rng([seed, i]), H, W) for i in range(n)]
+
+
+def _logo_stamp():
+    rng = np.random.default_rng(1)
+    font = _font(["DejaVuSans-Bold.ttf"], rng, 40)
+    layer = Image.new("L", (W, H), 0)
+    layer.paste(_logo_layer(rng, 120, font, "PIX"), (260, 150))
+    layer.paste(_text_layer("Pixelstock", font), (200, 290))
+    return np.asarray(layer, np.float32) / 255 * 0.5, np.array([255, 255, 255], np.float32)  # white, opacity 0.5
+
+
+def _tiled_stamp():
+    rng = np.random.default_rng(2)
+    text = _text_layer("proof copy", _font(["DejaVuSans.ttf"], rng, 28)).rotate(25, expand=True)
+    layer = Image.new("L", (W, H), 0)
+    for y in range(-40, H, 110):
+        for x in range(-60, W, 200):
+            layer.paste(text, (x + (y // 110) % 2 * 100, y), text)
+    return np.asarray(layer, np.float32) / 255 * 0.35, np.array([128, 128, 128], np.float32)  # grey, 0.35
+
+
+def _blend(clean, alpha, colour, fmt):
+    out = (alpha[..., None] * colour + (1 - alpha[..., None]) * clean).round().clip(0, 255).astype(np.uint8)
+    if fmt == "jpg":
+        buf = io.BytesIO()
+        Image.fromarray(out).save(buf, format="JPEG", quality=90)
+        out = np.asarray(Image.open(buf).convert("RGB"))
+    return out
+
+
+def _psnr(a, b, where=None):
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    return 10 * np.log10(255**2 / max((d[where] if where is not None else d).mean(), 1e-10))
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from wmrepair.predict import OptimizedWatermarkPredictor
+
+    return OptimizedWatermarkPredictor()  # the shipped detector
+
+
+# (stamp, file type): the least each must reach, in dB over the inpainting oracle inside the mark and
+# over the input on the whole image. The targets are +5 and +8. A faint tiled stamp in a JPEG of
+# quality 90 caps the whole-image gain: inverting with the true alpha and colour gives +2.6 dB on
+# the development collections (DEVNOTES), so that case asks for +2.
+# The last figure: how many of the 36 stamped images may go unmatched (they take the per-image path);
+# the match threshold is set well above what unstamped pictures score, and a faint stamp in a JPEG
+# scores lower too.
+CASES = {("logo", "png"): (5.0, 8.0, 1), ("tiled", "png"): (5.0, 8.0, 1),
+         ("logo", "jpg"): (5.0, 8.0, 6), ("tiled", "jpg"): (5.0, 2.0, 12)}
+
+
+@pytest.mark.parametrize("kind, fmt", list(CASES))
+def test_a_shared_stamp_is_learnt_and_its_blend_inverted(detector, kind, fmt):
+    alpha, colour = _logo_stamp() if kind == "logo" else _tiled_stamp()
+    clean = _backgrounds(36, 23)
+    marked = [_blend(c, alpha, colour, fmt) for c in clean]
+    stamp = estimate_stamp(marked, detector.predict_proba(marked))
+    assert stamp is not None and stamp.quality > 0.5
+    truth = alpha > 0.02
+    assert (stamp.mask() & truth).sum() / truth.sum() > 0.95  # the whole mark is covered
+    oracle_mask = cv2.dilate(truth.astype(np.uint8), np.ones((5, 5), np.uint8)) * 255
+    inside, whole, missed = [], [], 0
+    for c, m in zip(clean, marked):
+        out = apply_stamp(m, stamp)
+        if out is None:
+            missed += 1
+            continue
+        oracle = cv2.inpaint(m, oracle_mask, 3, cv2.INPAINT_TELEA)
+        inside.append(_psnr(out, c, truth) - _psnr(oracle, c, truth))
+        whole.append(_psnr(out, c) - _psnr(m, c))
+        assert np.array_equal(out[~stamp.mask()], m[~stamp.mask()])  # nothing outside the stamp changes
+    need_inside, need_whole, may_miss = CASES[(kind, fmt)]
+    print(f"\n{kind} {fmt}: inside +{np.mean(inside):.1f} dB over the oracle, whole image +{np.mean(whole):.1f} dB, "
+          f"{missed} of {len(clean)} not matched")
+    assert missed <= may_miss
+    assert np.mean(inside) >= need_inside and np.mean(whole) >= need_whole
+    others = [_blend(c, np.zeros_like(alpha), colour, fmt) for c in _backgrounds(24, 29)]
+    assert all(apply_stamp(o, stamp) is None for o in others)  # pictures without the stamp are not touched
+
+
+def test_stamp_files_round_trip(tmp_path, detector):
+    alpha, colour = _logo_stamp()
+    marked = [_blend(c, alpha, colour, "png") for c in _backgrounds(20, 23)]
+    stamp = estimate_stamp(marked, detector.predict_proba(marked), name="stamp_00")
+    save_stamps([stamp], tmp_path)
+    a16 = Image.open(tmp_path / "stamp_00/alpha.png")
+    assert a16.mode.startswith("I") and np.asarray(a16).max() > 30000  # 16-bit alpha, opacity 0.5
+    (back,) = load_stamps(tmp_path)
+    assert isinstance(back, Stamp) and back.box == stamp.box and np.array_equal(back.b, stamp.b)
+    assert load_stamps(tmp_path / "none") == []
+
+
+def test_too_few_images_make_no_stamp(detector):
+    alpha, colour = _logo_stamp()
+    marked = [_blend(c, alpha, colour, "png") for c in _backgrounds(8, 23)]
+    assert estimate_stamp(marked, detector.predict_proba(marked), StampConfig(min_support=16)) is None
+
+
+def test_collection_mode_in_a_folder(tmp_path):
+    """`wmrepair repair --collection`: stamped images are inverted, the folder's other images get exactly
+    what the per-image path gives them, and a folder without a shared stamp is repaired as without it."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    alpha, colour = _logo_stamp()
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, c in enumerate(_backgrounds(24, 23)):
+        Image.fromarray(_blend(c, alpha, colour, "png")).save(src / f"stamped_{i:02d}.png")
+    for i, c in enumerate(_backgrounds(6, 29)):
+        Image.fromarray(c).save(src / f"plain_{i}.png")
+    for mode in ("collection", "plain"):
+        flags = ["--collection"] if mode == "collection" else []
+        r = subprocess.run([sys.executable, "-m", "wmrepair", "repair", "--input", str(src), "--output",
+                            str(tmp_path / mode), "--quiet", *flags], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    m = pd.read_csv(tmp_path / "collection/manifest.csv", keep_default_na=False)
+    stamped = m[m.input.str.contains("stamped_")]
+    assert (stamped.method == "stamp:stamp_00").sum() >= 20
+    assert (tmp_path / "collection/.wmrepair-stamps/stamp_00/alpha.png").is_file()
+    for i in range(6):  # the per-image path's output, byte for byte
+        name = f"plain_{i}.png"
+        assert (tmp_path / "collection" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+    assert not m[m.input.str.contains("plain_")].method.str.startswith("stamp").any()
+
+
+def test_a_folder_without_a_shared_stamp_is_repaired_as_without_collection_mode(tmp_path, detector):
+    from wmrepair.inpaint import Inpainter
+    from wmrepair.repair import RepairEngine
+    from wmrepair.stamps import estimate_folder
+    from wmrepair.synth import TEST_FONTS, TEST_WORDS, add_watermark
+
+    rng = np.random.default_rng(31)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, c in enumerate(_backgrounds(20, 31)):  # one size, each with a mark of its own
+        Image.fromarray(add_watermark(c, rng, TEST_WORDS, TEST_FONTS)[0]).save(src / f"m{i:02d}.png")
+    stamps = estimate_folder(src, detector, out_dir=tmp_path / "stamps")
+    assert stamps == []
+    assert load_stamps(tmp_path / "stamps") == []
+    outs = {}
+    for mode, st in (("with", stamps), ("without", None)):
+        RepairEngine(detector, Inpainter("cv2"), stamps=st).run(src, tmp_path / mode, progress=False)
+        outs[mode] = {p.name: p.read_bytes() for p in sorted((tmp_path / mode).glob("*.png"))}
+    assert outs["with"] == outs["without"] and len(outs["with"]) == 20
