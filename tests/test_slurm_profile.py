@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not _cluster_up(), reason="no SLURM cluster (sin
                                 "sudo .ci/slurm-up.sh starts a loopback one")
 
 # On top of profiles/slurm: a 2-CPU node, small jobs, and short status polls for a fast test.
-LOOPBACK = ["--set-threads", "train=2", "repair_chunk=2",
+LOOPBACK = ["--set-threads", "train=2", "repair_chunk=2", "estimate_stamps=2",
             "--default-resources", "mem_mb=3000", "runtime=30",
             "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2"]
 
