@@ -101,7 +101,7 @@ def stamp_cards(stamps_dir: str | Path | None, manifest: str | Path | None) -> l
     import numpy as np
     from PIL import Image
 
-    from wmrepair.stamps import load_stamps
+    from wmrepair.stamps import load_stamps, png_bytes
 
     used: dict[str, list[str]] = {}
     if manifest and Path(manifest).is_file():
@@ -116,15 +116,10 @@ def stamp_cards(stamps_dir: str | Path | None, manifest: str | Path | None) -> l
         alpha = Image.fromarray((st.alpha.clip(0, 1) * 255).astype(np.uint8))
         colour = Image.fromarray(st.colour().astype(np.uint8))
         cards.append({"name": st.name, "size": f"{st.size[1]}x{st.size[0]}", "box": f"x {x0}-{x1}, y {y0}-{y1}",
-                      "support": st.support, "quality": st.quality, "alpha": _png_b64(alpha),
-                      "colour": _png_b64(colour), "used": used.get(st.name, [])})
+                      "support": st.support, "quality": st.quality,
+                      "alpha": base64.b64encode(png_bytes(alpha)).decode(),
+                      "colour": base64.b64encode(png_bytes(colour)).decode(), "used": used.get(st.name, [])})
     return cards
-
-
-def _png_b64(im: Any) -> str:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def render_report(out_html: str | Path, *, metrics: str | Path | None = None, per_image: str | Path | None = None,

@@ -83,9 +83,9 @@ class Stamp:
         d = Path(folder)
         d.mkdir(parents=True, exist_ok=True)
         alpha16 = (self.alpha.clip(0, 1) * 65535).round().astype(np.uint16)
-        atomic_write_bytes(d / "alpha.png", _png(Image.fromarray(alpha16)))
-        atomic_write_bytes(d / "colour.png", _png(Image.fromarray(self.colour().round().astype(np.uint8))))
-        atomic_write_bytes(d / "region.png", _png(Image.fromarray(self.region.astype(np.uint8) * 255)))
+        atomic_write_bytes(d / "alpha.png", png_bytes(Image.fromarray(alpha16)))
+        atomic_write_bytes(d / "colour.png", png_bytes(Image.fromarray(self.colour().round().astype(np.uint8))))
+        atomic_write_bytes(d / "region.png", png_bytes(Image.fromarray(self.region.astype(np.uint8) * 255)))
         np.savez_compressed(d / "blend.npz", a=self.a, b=self.b)
         meta = {"name": self.name, "size": list(self.size), "box": list(self.box), "support": self.support,
                 "quality": self.quality, "images": self.images}
@@ -109,7 +109,7 @@ class Stamp:
         return m
 
 
-def _png(im: Image.Image) -> bytes:
+def png_bytes(im: Image.Image) -> bytes:
     import io
 
     buf = io.BytesIO()
