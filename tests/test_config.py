@@ -95,6 +95,20 @@ def test_int8_inference_only_on_cpu():
     assert not adapt_to_hardware(OptimizationConfig(), CPU_BF16).model.int8  # balanced stays bf16
 
 
+def test_finetune_overlay_starts_from_the_shipped_detector():
+    import copy
+
+    import yaml
+    from snakemake.utils import update_config
+
+    from wmrepair.config import DEFAULT_CONFIG, Settings
+
+    cfg = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    update_config(cfg, yaml.safe_load((DEFAULT_CONFIG.parent / "finetune.yaml").read_text()))
+    t = Settings.from_config(cfg).train
+    assert (t.init, t.epochs, t.lr, t.progressive_fraction, t.patience) == ("pretrained", 12, 5e-4, 0, 0)
+
+
 def test_long_training_overlay_merges_onto_the_default():
     """config/long-training.yaml changes only the training (from scratch, 3x long); Snakemake merges it key by key."""
     import copy

@@ -91,19 +91,19 @@ def test_no_shipped_detector_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "no shipped detector" in err and "--model" in err
 
 
-def test_training_starts_from_the_shipped_weights_unless_told_otherwise():
+def test_training_starts_from_the_shipped_weights_when_told():
     from wmrepair.checkpoints import load_model
     from wmrepair.config import TrainConfig
     from wmrepair.train import initial_model
 
     ref, _ = load_model(shipped.shipped_model())
-    model, sha = initial_model(TrainConfig())
+    model, sha = initial_model(TrainConfig(init="pretrained"))
     assert sha == sha256_file(shipped.shipped_model())
     for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), k
-    scratch, sha = initial_model(TrainConfig(init="scratch"))
+    scratch, sha = initial_model(TrainConfig())  # the default
     assert sha == "" and not torch.equal(next(scratch.parameters()), next(ref.parameters()))
     with pytest.raises(ValueError, match="train.init.*another network"):
-        initial_model(TrainConfig(model={**TrainConfig().model, "base_channels": 8}))
+        initial_model(TrainConfig(init="pretrained", model={**TrainConfig().model, "base_channels": 8}))
     with pytest.raises(FileNotFoundError, match="train.init"):
         initial_model(TrainConfig(init="nowhere.pt"))

@@ -121,7 +121,7 @@ def test_the_shipped_detector_replaces_training_or_starts_it(tmp_path):
     out = smk(tmp_path, "-n", config=overlay({"model": {"path": "shipped"}})).stdout
     assert "rule train:" not in out and "rule repair_chunk:" not in out  # chunks come after the split
     assert "split_inputs:" in out and "rule synthesize_dataset:" in out
-    pretrained = {k: v for k, v in TINY["train"].items() if k not in ("init", "model")}
+    pretrained = {**{k: v for k, v in TINY["train"].items() if k != "model"}, "init": "pretrained"}
     out = smk(tmp_path, "-n", config={**TINY, "train": pretrained}).stdout
     assert "rule train:" in out and str(SHIPPED_MODEL) in out  # the shipped weights are an input of training
 
