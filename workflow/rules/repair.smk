@@ -29,8 +29,9 @@ rule estimate_stamps:
     benchmark:
         f"{BENCH}/estimate_stamps.tsv"
     params:
+        # No listing trigger: added or removed images must rerun only their chunks (stamps
+        # learnt from the folder as it was still apply to new images that carry them).
         input_dir=repair_input_dir(),
-        listing=lambda wc: input_listing(),
         settings=settings_of("predict", "optimization"),
     threads: job_threads()
     resources:
