@@ -218,7 +218,7 @@ def cmd_repair(a: argparse.Namespace) -> int:
         stamps = estimate_folder(inp, engine.p, out_dir=folder) if a.collection else load_stamps(folder)
         if a.stamps and not a.collection and not (folder / "stamps.json").is_file():
             raise UserError(f"--stamps {folder}: no stamps.json there (make them with `wmrepair stamps estimate`)")
-        engine.stamps = {tuple(st.size): st for st in stamps}
+        engine.use_stamps(stamps)
         print(f"collection mode: {len(stamps)} shared stamp(s) in {folder}" +
               "".join(f"; {st.name}: {st.size[1]}x{st.size[0]}, carried by {st.support} of the sample, "
                       f"quality {st.quality:.2f}" for st in stamps))

@@ -185,8 +185,7 @@ class RepairEngine:
                  analyzer: PerformanceAnalyzer | None = None, stamps: list[Stamp] | None = None) -> None:
         self.p = predictor
         self.inpaint = inpainter
-        # Collection mode: an image carrying one of these has its blend inverted (wmrepair.stamps).
-        self.stamps = {tuple(st.size): st for st in stamps or []}
+        self.use_stamps(stamps or [])
         self.cfg = config or RepairConfig()
         self.memory = memory or predictor.memory
         level = predictor.opt.repair
@@ -399,6 +398,10 @@ class RepairEngine:
         for it in group:
             it.image = None  # free pixels now, not at the end of the run
         return writes
+
+    def use_stamps(self, stamps: list[Stamp]) -> None:
+        """Collection mode: an image carrying one of these has its blend inverted (wmrepair.stamps)."""
+        self.stamps = {tuple(st.size): st for st in stamps}
 
     def _unstamp(self, found: list[tuple[_Item, np.ndarray]], writes: list[tuple[_Item, Future]],
                  pool: ThreadPoolExecutor) -> list[tuple[_Item, np.ndarray]]:

@@ -52,7 +52,6 @@ class StampConfig:
     min_alpha: float = 0.02  # alpha below which a pixel is left as it is
     match: float = 0.8  # an image carries the stamp when its difference from the estimate projects this
     #                       far onto the one the blend predicts (1 = exactly the stamp)
-    noise: float = 0.0  # weight of the inpainted estimate where b is small (0 = pure inversion)
     min_quality: float = 0.5  # stamps whose fit explains less of the variance are not used
     radius: int = 3  # cv2 inpainting radius of the estimate and the opaque parts
 
@@ -224,9 +223,6 @@ def apply_stamp(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None)
     b = stamp.b[..., None]
     marked = stamp.b < 1.0
     inverted = (crop - stamp.a) / np.maximum(b, 1e-3)
-    if cfg.noise > 0:  # inversion amplifies the file's noise by 1/b: lean on the estimate where b is small
-        w = b**2 / (b**2 + cfg.noise)
-        inverted = w * inverted + (1 - w) * est
     opaque = (1 - stamp.b) > cfg.opaque
     if opaque.any():  # nearly opaque: what is under it is lost; inpaint from the inverted surroundings
         base = np.clip(inverted, 0, 255).round().astype(np.uint8)
