@@ -7,6 +7,11 @@ sizes but the training words and fonts and its own seeds, so repair and
 predict settings can be chosen without looking at the test split. Each
 argument is one setting: space-separated `field=value` pairs of RepairConfig
 or PredictConfig (`predict.field` / `repair.field` where both have the name). One line per setting; JSON in OUT_DIR/tune.json.
+
+    python benchmarks/tune_repair.py MODEL OUT_DIR --split benchmarks/out/real_dev/data 'predict.gate=0.9'
+
+`--split DIR` scores on another folder with watermarked/, clean/ and masks/ instead,
+e.g. the real-photo dev set that `wmrepair bench real --set dev` builds.
 """
 
 import json
@@ -57,10 +62,10 @@ def score(model: str | Path, split: Path, run: Path, spec: str = "") -> dict:
     return {"setting": spec, "seconds": seconds, **m}
 
 
-def main(model: str, out: str, specs: list[str]) -> None:
+def main(model: str, out: str, specs: list[str], split: str | None = None) -> None:
     root = Path(out)
-    dev = root / "data" / "dev"
-    if not dev.is_dir():
+    dev = Path(split) if split else root / "data" / "dev"
+    if not split and not dev.is_dir():
         synthesize(root / "data", SynthConfig(n_train=0, n_val=0, n_test=0, n_dev=48), progress=False)
     results = []
     for n, spec in enumerate(specs):
@@ -74,6 +79,12 @@ def main(model: str, out: str, specs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    split = None
+    if "--split" in args:
+        i = args.index("--split")
+        split = args[i + 1]
+        del args[i:i + 2]
+    if len(args) < 2:
         raise SystemExit(__doc__)
-    main(sys.argv[1], sys.argv[2], sys.argv[3:] or [""])
+    main(args[0], args[1], args[2:] or [""], split)

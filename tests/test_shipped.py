@@ -22,7 +22,10 @@ def test_the_shipped_file_loads_weights_only_and_matches_its_card():
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["sha256"] == sha256_file(path) and card["bytes"] == path.stat().st_size
     assert path.stat().st_size <= 10 * 2**20
-    assert all(v.dtype == torch.float16 for v in ck["state_dict"].values() if v.is_floating_point())
+    floats = {k: v for k, v in ck["state_dict"].items() if v.is_floating_point()}
+    assert all(torch.isfinite(v).all() for v in floats.values())
+    assert sorted(k for k, v in floats.items() if v.dtype != torch.float16) == card["float32_tensors"]
+    assert len(card["float32_tensors"]) <= 2  # only what fp16 cannot hold
     assert card["model"] == ck["meta"]["model"]
     for key in ("data", "train", "code", "hardware", "train_wall_time_s", "config_hash"):
         assert card[key] is not None, key
@@ -107,3 +110,31 @@ def test_training_starts_from_the_shipped_weights_when_told():
         initial_model(TrainConfig(init="pretrained", model={**TrainConfig().model, "base_channels": 8}))
     with pytest.raises(FileNotFoundError, match="train.init"):
         initial_model(TrainConfig(init="nowhere.pt"))
+
+
+def test_shipping_keeps_what_fp16_cannot_hold_and_the_masks_stay(tmp_path):
+    """A BatchNorm variance above 65504 became inf in fp16, and that channel went dark at inference."""
+    from wmrepair.checkpoints import atomic_save, load_model
+    from wmrepair.config import TrainConfig
+    from wmrepair.model import build_model, model_config_dict
+
+    torch.manual_seed(0)
+    model = build_model(TrainConfig().model).eval()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var[0] = 1.0e5
+    bn.running_mean[0] = 300.0
+    meta = {"model": model_config_dict(model)}
+    compact = shipped.compact_state_dict(model.state_dict())
+    kept = [k for k, v in compact.items() if v.is_floating_point() and v.dtype != torch.float16]
+    name = next(n for n, m in model.named_modules() if m is bn)
+    assert kept == [f"{name}.running_var"]
+    atomic_save({"state_dict": compact, "meta": meta}, tmp_path / "small.pt")
+    small, _ = load_model(tmp_path / "small.pt", verify=False)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(torch.sigmoid(small(x)), torch.sigmoid(model(x)), atol=0.02)
+    # An inf weight is refused, not used.
+    naive = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    atomic_save({"state_dict": naive, "meta": meta}, tmp_path / "naive.pt")
+    with pytest.raises(ValueError, match="inf or NaN.*running_var"):
+        load_model(tmp_path / "naive.pt", verify=False)

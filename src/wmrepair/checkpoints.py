@@ -188,6 +188,13 @@ def _check_declared_shape(model_cfg: dict, state_dict: dict, path: Path) -> None
     if want != have:
         diff = sorted(set(want.items()) ^ set(have.items()))[:1]
         raise ValueError(f"{path}: its weights do not match the network it declares (first difference: {diff})")
+    # An inf or NaN weight gives plausible-looking but wrong masks (an fp16 copy of a large BatchNorm
+    # variance is inf): refuse the file rather than silently detect worse.
+    bad = [k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} weight tensor(s) hold inf or NaN (first: {bad[0]}); "
+                         "the file is damaged or was stored in a precision too small for it")
 
 
 def load_model(path: str | Path, verify: bool = True) -> tuple[UNet, dict]:

@@ -258,7 +258,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from wmrepair import bench
 
-    return bench.main(a.what, out_dir=a.out, quick=a.quick, model=a.model)
+    return bench.main(a.what, out_dir=a.out, quick=a.quick, model=a.model, photo_set=a.set)
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -481,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="side-by-side benchmarks (naive vs optimised)")
     s.add_argument("what", choices=["train", "predict", "repair", "real", "all"],
                    help="real: detection, repair and harm on Debian wallpaper photos training never sees "
-                        "(installs mate-backgrounds, ukui-wallpapers, fonts-freefont-ttf; not part of all)")
+                        "(installs the set's wallpaper and font packages; not part of all)")
+    s.add_argument("--set", choices=["test", "dev"], default="test",
+                   help="real-photo set: test (GNOME/MATE/UKUI wallpapers, FreeFont: the figures the docs report) "
+                        "or dev (Ubuntu Touch/KDE wallpapers, Liberation fonts: where defaults are chosen)")
     s.add_argument("--model", help="detector to measure: a .pt or shipped (default results/model/model.pt, else shipped)")
     s.add_argument("--out", default="benchmarks/out", help="where JSON results go")
     s.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")

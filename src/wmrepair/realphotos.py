@@ -6,15 +6,23 @@ textures and its fonts from matplotlib, so none of this reaches it: the figures
 say how the detector does on pictures it never saw. Every picture appears
 twice, once with a mark in one of four styles and once unmarked, so the harm
 figures (unmarked images altered, marked images made worse) stand beside IoU
-and PSNR. The team chooses defaults on dev data and reads these figures once.
+and PSNR.
+
+Two sets, from disjoint packages and fonts: `dev` (Ubuntu Touch and KDE
+wallpapers, Liberation fonts) is where the team chooses defaults; `test`
+(GNOME, MATE and UKUI wallpapers, FreeFont) is read once, to report. A dev
+picture that looks like a test picture (some wallpapers travel between
+desktops) is left out of dev.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +32,59 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from wmrepair.files import atomic_write_bytes
 from wmrepair.imageio import encode_image, write_mask
 
-PACKAGES = ("gnome-backgrounds", "mate-backgrounds", "ukui-wallpapers", "fonts-freefont-ttf")
-WALLPAPERS = (Path("/usr/share/backgrounds"),)
-FONT_DIR = Path("/usr/share/fonts/truetype/freefont")
-FONTS = ("FreeSansBold.ttf", "FreeSerifBold.ttf", "FreeSans.ttf", "FreeMonoBold.ttf", "FreeSerifItalic.ttf")
+
+@dataclass(frozen=True)
+class PhotoSet:
+    """Where a set's pictures and fonts come from, and the words and seed its marks are drawn with."""
+
+    wallpaper_packages: tuple[str, ...]
+    font_package: str
+    font_dir: Path
+    fonts: tuple[str, ...]
+    words: tuple[str, ...]
+    seed: int
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return (*self.wallpaper_packages, self.font_package)
+
+
+SETS = {
+    "test": PhotoSet(("gnome-backgrounds", "mate-backgrounds", "ukui-wallpapers"), "fonts-freefont-ttf",
+                     Path("/usr/share/fonts/truetype/freefont"),
+                     ("FreeSansBold.ttf", "FreeSerifBold.ttf", "FreeSans.ttf", "FreeMonoBold.ttf", "FreeSerifItalic.ttf"),
+                     ("ARCHIVE", "Photobank", "© Northlight", "PREVIEW ONLY", "stockfolio", "COMP", "Lumen Studio",
+                      "sample image", "RIGHTS MANAGED", "pixelhaus"), seed=0),
+    "dev": PhotoSet(("lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "plasma-workspace-wallpapers"),
+                    "fonts-liberation", Path("/usr/share/fonts/truetype/liberation"),
+                    ("LiberationSans-Bold.ttf", "LiberationSerif-Bold.ttf", "LiberationSans-Regular.ttf",
+                     "LiberationMono-Bold.ttf", "LiberationSerif-Italic.ttf"),
+                    ("Fotoarchiv", "PROOF", "© Brightwater", "DRAFT COPY", "imagemill", "LICENSED", "Harbor Photo",
+                     "watermarked", "NOT FOR RESALE", "snapyard"), seed=1),
+}
 STYLES = ("word", "tiled", "logo", "corner")
-WORDS = ("ARCHIVE", "Photobank", "© Northlight", "PREVIEW ONLY", "stockfolio", "COMP", "Lumen Studio",
-         "sample image", "RIGHTS MANAGED", "pixelhaus")
 LONG_SIDE = 1024
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-def missing_packages() -> list[str]:
-    return [p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+def photo_set(name: str) -> PhotoSet:
+    if name not in SETS:
+        raise ValueError(f"unknown real-photo set {name!r}; choose one of {', '.join(SETS)}")
+    return SETS[name]
 
 
-def ensure_packages() -> None:
-    """Install the Debian packages the benchmark draws on (root), or say which are missing."""
-    missing = missing_packages()
+def missing_packages(name: str = "test") -> list[str]:
+    return [p for p in photo_set(name).packages
+            if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+
+
+def ensure_packages(name: str = "test") -> None:
+    """Install the Debian packages the set draws on (root), or say which are missing."""
+    missing = missing_packages(name)
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise RuntimeError(f"the real-photo benchmark needs Debian packages {' '.join(missing)}: "
+        raise RuntimeError(f"the real-photo {name} set needs Debian packages {' '.join(missing)}: "
                            f"sudo apt-get install -y {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, capture_output=True).returncode:
@@ -52,30 +92,53 @@ def ensure_packages() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=True, capture_output=True)
 
 
-def wallpapers() -> list[Path]:
-    """Every opaque wallpaper of at least 800 px on its short side, once (not its other resolutions)."""
-    import re
+def _package_files(packages: tuple[str, ...]) -> list[Path]:
+    """The image files the packages installed (dpkg -L), so other installed wallpapers never join a set."""
+    out = set()
+    for pkg in packages:
+        listing = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True, check=True).stdout
+        out |= {Path(line) for line in listing.splitlines() if line.lower().endswith(IMAGE_SUFFIXES)}
+    return sorted(p for p in out if p.is_file())
 
-    seen, names, out = set(), set(), []
-    for root in WALLPAPERS:
-        for p in sorted(root.rglob("*")):
-            if p.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp") or p.resolve() in seen:
+
+def _picture_name(p: Path) -> str:
+    """One name per picture: Elephants_3840x2160 is Elephants again, GNOME's -d/-l are one picture's dark and
+    light takes, and a KDE wallpaper folder (Name/contents/images*/WxH.jpg) is one picture in several sizes."""
+    if p.parent.parent.name == "contents":
+        return p.parent.parent.parent.name
+    return re.sub(r"(_\d+x\d+|-[dl])$", "", p.stem)
+
+
+def _signature(im: Image.Image) -> np.ndarray:
+    """A 64-bit difference hash: pictures that are one another's resize or recompression agree on nearly all bits."""
+    g = np.asarray(im.convert("L").resize((9, 8), Image.BILINEAR), np.float32)
+    return (g[:, 1:] > g[:, :-1]).ravel()
+
+
+def wallpapers(name: str = "test") -> list[Path]:
+    """Every opaque picture of the set, at least 800 px on its short side, once (not its other resolutions)."""
+    names, out = set(), []
+    exclude = [] if name == "test" else [_signature(Image.open(p)) for p in wallpapers("test")]
+    for p in _package_files(photo_set(name).wallpaper_packages):
+        key = _picture_name(p)
+        if key in names:
+            continue
+        with Image.open(p) as im:
+            if min(im.size) < 800:
                 continue
-            seen.add(p.resolve())
-            # Elephants_3840x2160 is Elephants again; GNOME's -d/-l are one picture's dark and light takes
-            name = re.sub(r"(_\d+x\d+|-[dl])$", "", p.stem)
-            with Image.open(p) as im:
-                if min(im.size) < 800 or name in names:
-                    continue
-                has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-                if not has_alpha or np.asarray(im.convert("RGBA").getchannel("A")).min() >= 250:
-                    names.add(name)
-                    out.append(p)
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+            if has_alpha and np.asarray(im.convert("RGBA").getchannel("A")).min() < 250:
+                continue  # a transparent PNG flattened onto black is not a photograph
+            sig = _signature(im)
+        if any(int((sig != e).sum()) <= 6 for e in exclude):
+            continue
+        names.add(key)
+        out.append(p)
     return out
 
 
-def _font(rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(FONT_DIR / FONTS[rng.integers(len(FONTS))]), max(8, size))
+def _font(ps: PhotoSet, rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(ps.font_dir / ps.fonts[rng.integers(len(ps.fonts))]), max(8, size))
 
 
 def _text(text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
@@ -85,7 +148,7 @@ def _text(text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
     return im
 
 
-def _logo(rng: np.random.Generator, size: int, word: str) -> Image.Image:
+def _logo(ps: PhotoSet, rng: np.random.Generator, size: int, word: str) -> Image.Image:
     """A ring with a star inside and a word beside it: the lock-up stock sites and studios stamp."""
     ring = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(ring)
@@ -95,24 +158,24 @@ def _logo(rng: np.random.Generator, size: int, word: str) -> Image.Image:
             size / 2 + (size / 2 - 3 * lw) * (1.0 if k % 2 == 0 else 0.42) * np.sin(np.pi * k / 5 - np.pi / 2))
            for k in range(10)]
     d.polygon(pts, fill=255)
-    text = _text(word, _font(rng, int(size * 0.45)))
+    text = _text(word, _font(ps, rng, int(size * 0.45)))
     im = Image.new("L", (size + size // 5 + text.width, max(size, text.height)), 0)
     im.paste(ring, (0, (im.height - size) // 2))
     im.paste(text, (size + size // 5, (im.height - text.height) // 2))
     return im
 
 
-def _coverage(style: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _coverage(ps: PhotoSet, style: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     short = min(h, w)
     cov = Image.new("L", (w, h), 0)
-    word = str(WORDS[rng.integers(len(WORDS))])
+    word = str(ps.words[rng.integers(len(ps.words))])
     if style == "word":
-        layer = _text(word, _font(rng, int(short * rng.uniform(0.08, 0.15))))
+        layer = _text(word, _font(ps, rng, int(short * rng.uniform(0.08, 0.15))))
         layer = layer.rotate(float(rng.uniform(-30, 30)), expand=True, resample=Image.BICUBIC)
         cov.paste(layer, ((w - layer.width) // 2 + int(rng.integers(-w // 8, w // 8 + 1)),
                           (h - layer.height) // 2 + int(rng.integers(-h // 8, h // 8 + 1))))
     elif style == "tiled":
-        unit = _text(word, _font(rng, int(short * rng.uniform(0.035, 0.06))))
+        unit = _text(word, _font(ps, rng, int(short * rng.uniform(0.035, 0.06))))
         gx, gy = unit.width + int(rng.integers(20, 80)), unit.height * int(rng.integers(2, 5))
         big = Image.new("L", (2 * (w + h), 2 * (w + h)), 0)
         for row, y in enumerate(range(0, big.height, gy)):
@@ -121,10 +184,10 @@ def _coverage(style: str, rng: np.random.Generator, h: int, w: int) -> np.ndarra
         big = big.rotate(float(rng.uniform(25, 45)), resample=Image.BICUBIC)
         cov = big.crop(((big.width - w) // 2, (big.height - h) // 2, (big.width - w) // 2 + w, (big.height - h) // 2 + h))
     elif style == "logo":
-        layer = _logo(rng, int(short * rng.uniform(0.12, 0.22)), word)
+        layer = _logo(ps, rng, int(short * rng.uniform(0.12, 0.22)), word)
         cov.paste(layer, (int(rng.integers(0, max(1, w - layer.width))), int(rng.integers(0, max(1, h - layer.height)))))
     else:  # a corner copyright line
-        layer = _text(f"© 2024 {word}", _font(rng, int(short * rng.uniform(0.025, 0.04))))
+        layer = _text(f"© 2024 {word}", _font(ps, rng, int(short * rng.uniform(0.025, 0.04))))
         m = int(short * 0.03)
         x = m if rng.random() < 0.5 else w - layer.width - m
         y = h - layer.height - m if rng.random() < 0.7 else m
@@ -135,10 +198,10 @@ def _coverage(style: str, rng: np.random.Generator, h: int, w: int) -> np.ndarra
 _OPACITY = {"word": (0.35, 0.7), "tiled": (0.2, 0.45), "logo": (0.4, 0.75), "corner": (0.6, 0.95)}
 
 
-def mark(img: np.ndarray, style: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def mark(ps: PhotoSet, img: np.ndarray, style: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(marked image, coverage x opacity); J = a W + (1 - a) I with a white, black or grey W."""
     h, w = img.shape[:2]
-    a = _coverage(style, rng, h, w) * float(rng.uniform(*_OPACITY[style]))
+    a = _coverage(ps, style, rng, h, w) * float(rng.uniform(*_OPACITY[style]))
     under = img[a > 0.05].mean() if (a > 0.05).any() else 128.0
     grey = style != "tiled" and rng.random() < 0.25  # tiled grids are white or black: grey ones vanish
     colour = np.full(3, 128.0) if grey else np.full(3, 255.0 if under < 140 else 20.0)
@@ -146,24 +209,26 @@ def mark(img: np.ndarray, style: str, rng: np.random.Generator) -> tuple[np.ndar
     return np.clip(out + 0.5, 0, 255).astype(np.uint8), a
 
 
-def build(out_dir: str | Path, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+def build(out_dir: str | Path, limit: int | None = None, name: str = "test") -> dict[str, Any]:
     """Write watermarked/ (marked `<name>.jpg` and unmarked `<name>_none.jpg`), clean/, masks/, styles.json."""
     out = Path(out_dir)
     styles: dict[str, str] = {}
-    for i, src in enumerate(wallpapers()[:limit]):
-        rng = np.random.default_rng([seed, i])
+    ps = photo_set(name)
+    for i, src in enumerate(wallpapers(name)[:limit]):
+        rng = np.random.default_rng([ps.seed, i])
         with Image.open(src) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
             im.thumbnail((LONG_SIDE, LONG_SIDE), Image.LANCZOS)
             clean = np.array(im)
         style = STYLES[i % len(STYLES)]
-        name = f"{i:03d}_{src.stem.replace(' ', '_')}"
-        marked, a = mark(clean, style, rng)
-        for stem, pixels, alpha in ((name, marked, a), (f"{name}_none", clean, np.zeros_like(a))):
+        kde = src.parent.parent.name == "contents"  # its file is named by its size: the folder names it
+        marked_stem = f"{i:03d}_{(_picture_name(src) if kde else src.stem).replace(' ', '_')}"
+        marked, a = mark(ps, clean, style, rng)
+        for stem, pixels, alpha in ((marked_stem, marked, a), (f"{marked_stem}_none", clean, np.zeros_like(a))):
             atomic_write_bytes(out / "watermarked" / f"{stem}.jpg", encode_image(pixels, ".jpg", jpeg_quality=92))
             atomic_write_bytes(out / "clean" / f"{stem}.png", encode_image(clean, ".png"))
             write_mask(out / "masks" / f"{stem}.png", alpha >= 0.1 * alpha.max() if alpha.any() else alpha > 0)
-            styles[stem] = style if stem == name else "none"
+            styles[stem] = style if stem == marked_stem else "none"
     (out / "styles.json").write_text(json.dumps(styles, indent=1))
     return styles
 

@@ -91,9 +91,28 @@ def measure_real_photos(model: Path, out: Path) -> dict[str, Any]:
         return {"not_measured": str(exc)}
 
 
+def compact_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """fp16 copies of the floating-point tensors fp16 can hold; the others stay as they are.
+
+    A BatchNorm running variance can exceed fp16's largest value (65504): cast, it becomes inf and
+    that channel's output 0 at inference, which changes the masks (and a model fine-tuned from such
+    weights keeps the inf, since running statistics only blend).
+    """
+    import torch
+
+    out = {}
+    for k, v in state.items():
+        if v.is_floating_point() and v.dtype != torch.float16:
+            h = v.half()
+            v = h if torch.isfinite(h).all() and bool(torch.isfinite(v).all()) else v
+        out[k] = v
+    return out
+
+
 def ship(model: str | Path, out: str | Path, *, train_summary: str | Path, metrics: str | Path,
          config: dict[str, Any], bench_dir: str | Path | None = None) -> dict[str, Any]:
-    """Write `model` (a selected model.pt) as fp16 weights at `out`, with its card beside it; returns the card.
+    """Write `model` (a selected model.pt) as fp16 weights (`compact_state_dict`) at `out`, with its card beside
+    it; returns the card.
 
     With `bench_dir`, the written file itself runs the real-photo benchmark there
     and the card records the result.
@@ -103,7 +122,7 @@ def ship(model: str | Path, out: str | Path, *, train_summary: str | Path, metri
     from wmrepair.checkpoints import atomic_save, card_path, load, sha256_file
 
     ck = load(model)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    half = compact_state_dict(ck["state_dict"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     card_path(out).unlink(missing_ok=True)  # the old card no longer describes the file
@@ -131,6 +150,7 @@ def ship(model: str | Path, out: str | Path, *, train_summary: str | Path, metri
                              "per_style": real["per_style"]}),
         },
         "dtype": "float16",
+        "float32_tensors": sorted(k for k, v in half.items() if v.is_floating_point() and v.dtype != torch.float16),
         "bytes": out.stat().st_size,
         "versions": {"torch": str(torch.__version__)},
         "sha256": sha256_file(out),
