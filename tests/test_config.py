@@ -95,7 +95,7 @@ def test_int8_inference_only_on_cpu():
     assert not adapt_to_hardware(OptimizationConfig(), CPU_BF16).model.int8  # balanced stays bf16
 
 
-def test_finetune_overlay_starts_from_the_shipped_detector():
+def test_scratch_overlay_trains_from_random_weights_on_its_measured_schedule():
     import copy
 
     import yaml
@@ -104,9 +104,12 @@ def test_finetune_overlay_starts_from_the_shipped_detector():
     from wmrepair.config import DEFAULT_CONFIG, Settings
 
     cfg = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text()))
-    update_config(cfg, yaml.safe_load((DEFAULT_CONFIG.parent / "finetune.yaml").read_text()))
+    default = Settings.from_config(copy.deepcopy(cfg)).train
+    assert (default.init, default.epochs, default.lr, default.progressive_fraction, default.patience) == (
+        "pretrained", 12, 5e-4, 0, 0)  # the main job fine-tunes the shipped detector
+    update_config(cfg, yaml.safe_load((DEFAULT_CONFIG.parent / "scratch.yaml").read_text()))
     t = Settings.from_config(cfg).train
-    assert (t.init, t.epochs, t.lr, t.progressive_fraction, t.patience) == ("pretrained", 12, 5e-4, 0, 0)
+    assert (t.init, t.epochs, t.lr, t.progressive_fraction, t.patience) == ("scratch", 68, 3e-3, 0.59, 5)
 
 
 def test_long_training_overlay_merges_onto_the_default():

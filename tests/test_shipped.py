@@ -104,7 +104,8 @@ def test_training_starts_from_the_shipped_weights_when_told():
     assert sha == sha256_file(shipped.shipped_model())
     for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), k
-    scratch, sha = initial_model(TrainConfig())  # the default
+    assert TrainConfig().init == "pretrained"  # the default
+    scratch, sha = initial_model(TrainConfig(init="scratch"))
     assert sha == "" and not torch.equal(next(scratch.parameters()), next(ref.parameters()))
     with pytest.raises(ValueError, match="train.init.*another network"):
         initial_model(TrainConfig(init="pretrained", model={**TrainConfig().model, "base_channels": 8}))

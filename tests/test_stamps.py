@@ -176,3 +176,25 @@ def test_a_folder_without_a_shared_stamp_is_repaired_as_without_collection_mode(
         RepairEngine(detector, Inpainter("cv2"), stamps=st).run(src, tmp_path / mode, progress=False)
         outs[mode] = {p.name: p.read_bytes() for p in sorted((tmp_path / mode).glob("*.png"))}
     assert outs["with"] == outs["without"] and len(outs["with"]) == 20
+
+
+def test_one_colour_for_the_stamp_undoes_the_dilution_of_a_noisy_estimate():
+    """With an inpainting estimate off by ~30 grey levels (real photographs), the free per-pixel line's
+    slope flattens; one colour for the whole stamp, then α per pixel, recovers both."""
+    from wmrepair.stamps import fit_blend, fit_shared_colour
+
+    rng = np.random.default_rng(5)
+    n, h, w = 40, 24, 32
+    clean = rng.uniform(0, 200, (n, 1, 1, 3)) + rng.normal(0, 20, (n, h, w, 3))
+    alpha = np.zeros((h, w), np.float32)
+    alpha[6:18, 8:24] = 0.5
+    marked_img = alpha[None, ..., None] * 255.0 + (1 - alpha[None, ..., None]) * clean
+    estimate = clean + rng.normal(0, 30, clean.shape)
+    crops = marked_img.clip(0, 255).round().astype(np.uint8)
+    est = estimate.clip(0, 255).round().astype(np.uint8)
+    _, b, _ = fit_blend(crops.astype(np.float32), est.astype(np.float32))
+    inside = alpha > 0
+    free_err = np.abs((1 - b)[inside] - 0.5).mean()
+    got, colour = fit_shared_colour(crops, est, 1 - b, inside)
+    assert np.abs(colour - 255).max() < 8
+    assert np.abs(got[inside] - 0.5).mean() < free_err / 2, (np.abs(got[inside] - 0.5).mean(), free_err)

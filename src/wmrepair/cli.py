@@ -479,9 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("bench", help="side-by-side benchmarks (naive vs optimised)")
-    s.add_argument("what", choices=["train", "predict", "repair", "real", "all"],
+    s.add_argument("what", choices=["train", "predict", "repair", "real", "collection", "all"],
                    help="real: detection, repair and harm on Debian wallpaper photos training never sees "
-                        "(installs the set's wallpaper and font packages; not part of all)")
+                        "(installs the set's wallpaper and font packages; not part of all); collection: "
+                        "collection mode on those pictures sharing one stamp (logo or tiled, PNG or JPEG)")
     s.add_argument("--set", choices=["test", "dev"], default="test",
                    help="real-photo set: test (GNOME/MATE/UKUI wallpapers, FreeFont: the figures the docs report) "
                         "or dev (Ubuntu Touch/KDE wallpapers, Liberation fonts: where defaults are chosen)")
