@@ -86,23 +86,31 @@ def test_harm_figures_on_known_images(tmp_path):
     assert m["psnr_gain_db"] == pytest.approx((marked["psnr_output"] - marked["psnr_input"]).mean())
 
 
-def test_real_photo_set_pairs_each_picture_marked_and_unmarked(tmp_path):
+@pytest.mark.parametrize("name", ["test", "dev"])
+def test_real_photo_set_pairs_each_picture_marked_and_unmarked(tmp_path, name):
     from wmrepair import realphotos
 
-    if realphotos.missing_packages():
-        pytest.skip(f"Debian packages {' '.join(realphotos.missing_packages())} not installed (.ci/run installs them)")
+    if realphotos.missing_packages(name):
+        pytest.skip(f"Debian packages {' '.join(realphotos.missing_packages(name))} not installed (.ci/run installs them)")
     from PIL import Image
 
     from wmrepair.imageio import read_mask
 
-    styles = realphotos.build(tmp_path, limit=4)
+    styles = realphotos.build(tmp_path, limit=4, name=name)
     assert sorted(set(styles.values())) == ["corner", "logo", "none", "tiled", "word"]
     for stem, style in styles.items():
         mask = read_mask(tmp_path / "masks" / f"{stem}.png")
         assert mask.any() == (style != "none"), stem
         with Image.open(tmp_path / "watermarked" / f"{stem}.jpg") as im:
             assert max(im.size) == realphotos.LONG_SIDE
-    # The pictures are not among training's backgrounds or fonts.
+    # Neither set's fonts are training's, and the two sets share no package, font or word.
     from wmrepair.synth import TRAIN_FONTS
 
-    assert not set(realphotos.FONTS) & set(TRAIN_FONTS)
+    sets = realphotos.SETS
+    assert not set(sets[name].fonts) & set(TRAIN_FONTS)
+    assert not set(sets["dev"].packages) & set(sets["test"].packages)
+    assert not set(sets["dev"].fonts) & set(sets["test"].fonts) and not set(sets["dev"].words) & set(sets["test"].words)
+    if name == "dev" and not realphotos.missing_packages("test"):  # and no picture of one is in the other
+        test_sigs = [realphotos._picture_info(p)[1] for p in realphotos.wallpapers("test")]
+        for p in realphotos.wallpapers("dev"):
+            assert not any(realphotos.same_picture(realphotos._picture_info(p)[1], t) for t in test_sigs), p

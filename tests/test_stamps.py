@@ -6,6 +6,7 @@ against an inpainting oracle that is given the true mask (dilated) and cv2.
 """
 
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -198,3 +199,37 @@ def test_one_colour_for_the_stamp_undoes_the_dilution_of_a_noisy_estimate():
     got, colour = fit_shared_colour(crops, est, 1 - b, inside)
     assert np.abs(colour - 255).max() < 8
     assert np.abs(got[inside] - 0.5).mean() < free_err / 2, (np.abs(got[inside] - 0.5).mean(), free_err)
+
+
+def _corner_stamp():
+    rng = np.random.default_rng(3)
+    layer = Image.new("L", (W, H), 0)
+    layer.paste(_text_layer("(c) Harbor Photo", _font(["DejaVuSans-Bold.ttf"], rng, 30)), (24, H - 70))
+    return np.asarray(layer, np.float32) / 255 * 0.6, np.array([20, 20, 20], np.float32)  # near-black, 0.6
+
+
+def test_two_sources_in_one_folder_give_two_stamps(tmp_path, detector):
+    """One size, two stamps in different places (34 and 20 images) and 8 pictures without either:
+    the second stamp is learnt from the images the first does not explain, and each image gets its own."""
+    from wmrepair.inpaint import Inpainter
+    from wmrepair.repair import RepairEngine
+    from wmrepair.stamps import estimate_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    clean = {}
+    for kind, (alpha, colour), n, seed in (("logo", _logo_stamp(), 34, 23), ("corner", _corner_stamp(), 20, 37),
+                                           ("plain", (np.zeros((H, W), np.float32), np.zeros(3)), 8, 29)):
+        for i, c in enumerate(_backgrounds(n, seed)):
+            clean[f"{kind}_{i:02d}"] = c
+            Image.fromarray(_blend(c, alpha, colour, "png")).save(src / f"{kind}_{i:02d}.png")
+    stamps = estimate_folder(src, detector)
+    assert len(stamps) == 2 and [s.support for s in stamps] == [34, 20]
+    rows = RepairEngine(detector, Inpainter("cv2"), stamps=stamps).run(src, tmp_path / "out", progress=False)
+    used = {Path(r["input"]).stem: r["method"] for r in rows}
+    assert {used[k] for k in used if k.startswith("logo")} == {"stamp:stamp_00"}
+    assert {used[k] for k in used if k.startswith("corner")} == {"stamp:stamp_01"}
+    assert not any(used[k].startswith("stamp") for k in used if k.startswith("plain"))
+    gains = [_psnr(np.asarray(Image.open(tmp_path / "out" / f"{k}.png").convert("RGB")), clean[k])
+             - _psnr(np.asarray(Image.open(src / f"{k}.png").convert("RGB")), clean[k]) for k in used if k.startswith("corner")]
+    assert np.mean(gains) >= 8.0, gains

@@ -116,26 +116,42 @@ def _signature(im: Image.Image) -> np.ndarray:
     return (g[:, 1:] > g[:, :-1]).ravel()
 
 
-def wallpapers(name: str = "test") -> list[Path]:
-    """Every opaque picture of the set, at least 800 px on its short side, once (not its other resolutions)."""
+@functools.cache
+def _picture_info(path: Path) -> tuple[bool, np.ndarray]:
+    """(usable: opaque and at least 800 px on its short side, signature); decoding a 5K PNG takes a second,
+    so each file is read once per process."""
+    with Image.open(path) as im:
+        if min(im.size) < 800:
+            return False, np.zeros(64, bool)
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+        # a transparent PNG flattened onto black is not a photograph
+        opaque = not has_alpha or np.asarray(im.convert("RGBA").getchannel("A")).min() >= 250
+        return opaque, _signature(im)
+
+
+def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    return int((a != b).sum()) <= 6
+
+
+@functools.cache
+def _wallpapers(name: str) -> tuple[Path, ...]:
     names, out = set(), []
-    exclude = [] if name == "test" else [_signature(Image.open(p)) for p in wallpapers("test")]
+    exclude = [] if name == "test" else [_picture_info(p)[1] for p in _wallpapers("test")]
     for p in _package_files(photo_set(name).wallpaper_packages):
         key = _picture_name(p)
         if key in names:
             continue
-        with Image.open(p) as im:
-            if min(im.size) < 800:
-                continue
-            has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-            if has_alpha and np.asarray(im.convert("RGBA").getchannel("A")).min() < 250:
-                continue  # a transparent PNG flattened onto black is not a photograph
-            sig = _signature(im)
-        if any(int((sig != e).sum()) <= 6 for e in exclude):
-            continue
-        names.add(key)
-        out.append(p)
-    return out
+        usable, sig = _picture_info(p)
+        if usable and not any(same_picture(sig, e) for e in exclude):
+            names.add(key)
+            out.append(p)
+    return tuple(out)
+
+
+def wallpapers(name: str = "test") -> list[Path]:
+    """Every opaque picture of the set, at least 800 px on its short side, once (not its other resolutions);
+    for dev, none that looks like a test picture."""
+    return list(_wallpapers(name))
 
 
 def _font(ps: PhotoSet, rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:

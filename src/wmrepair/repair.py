@@ -401,21 +401,24 @@ class RepairEngine:
 
     def use_stamps(self, stamps: list[Stamp]) -> None:
         """Collection mode: an image carrying one of these has its blend inverted (wmrepair.stamps)."""
-        self.stamps = {tuple(st.size): st for st in stamps}
+        self.stamps: dict[tuple[int, int], list[Stamp]] = {}
+        for st in stamps:  # a size may hold several (one folder, several sources); tried in order
+            self.stamps.setdefault(tuple(st.size), []).append(st)
 
     def _unstamp(self, found: list[tuple[_Item, np.ndarray]], writes: list[tuple[_Item, Future]],
                  pool: ThreadPoolExecutor) -> list[tuple[_Item, np.ndarray]]:
         """Invert the blend of the images that carry a known stamp; returns the others (per-image path)."""
         rest = []
         for it, prob in found:
-            stamp = self.stamps.get(it.image.rgb.shape[:2])
             out = None
-            if stamp is not None:
+            for stamp in self.stamps.get(it.image.rgb.shape[:2], []):
                 with self._stage(it, "stamp"):
                     try:
                         out = apply_stamp(it.image.rgb, stamp)
                     except Exception as exc:  # a broken stamp must not lose the image: per-image path
                         log.warning("stamp %s failed on %s (%s): per-image repair", stamp.name, it.src, exc)
+                if out is not None:
+                    break
             if out is None:
                 rest.append((it, prob))
                 continue

@@ -53,6 +53,7 @@ class StampConfig:
     match: float = 0.8  # an image carries the stamp when its difference from the estimate projects this
     #                       far onto the one the blend predicts (1 = exactly the stamp)
     min_quality: float = 0.5  # stamps whose fit explains less of the variance are not used
+    max_per_size: int = 3  # stamps looked for among the images of one size (each from those left unexplained)
     radius: int = 3  # cv2 inpainting radius of the estimate and the opaque parts
     shared_colour: bool = True  # one colour W for the whole stamp (then α per pixel): unbiased where the
     #                             free per-pixel fit is flattened by the inpainting's error (DEVNOTES)
@@ -333,11 +334,12 @@ INDEX = "stamps.json"
 
 def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | None = None,
                     out_dir: str | Path | None = None) -> list[Stamp]:
-    """The stamps a folder's images share (one per size group at most), saved under `out_dir`.
+    """The stamps a folder's images share (up to `max_per_size` per image size), saved under `out_dir`.
 
     A group of at least `min_support` images of one size is sampled evenly (`sample`
     images), the detector runs on the sample, and a stamp is kept when its fit explains
     the images well (`min_quality`) and at least `min_support` of the sample carry it.
+    The next stamp of that size is looked for among the sampled images none explains.
     """
     from collections import defaultdict
 
@@ -364,16 +366,25 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
                 names.append(str(rel))
             except Exception:
                 continue
-        probs = predictor.predict_proba(images)
-        stamp = estimate_stamp(images, probs, cfg, names, name=f"stamp_{len(stamps):02d}")
-        if stamp is None or stamp.quality < cfg.min_quality:
-            continue
-        stamp.support = sum(image_carries(im, stamp, cfg) for im in images)
-        if stamp.support < cfg.min_support:
-            log.info("%s (%dx%d): carried by %d of %d sampled images, fewer than %d: not used", stamp.name,
-                     size[1], size[0], stamp.support, len(images), cfg.min_support)
-            continue
-        stamps.append(stamp)
+        probs = list(predictor.predict_proba(images))
+        # Several sources in one folder: each pass learns from the images no stamp so far explains.
+        left = list(range(len(images)))
+        for _ in range(cfg.max_per_size):
+            if len(left) < cfg.min_support:
+                break
+            stamp = estimate_stamp([images[k] for k in left], [probs[k] for k in left], cfg,
+                                   [names[k] for k in left], name=f"stamp_{len(stamps):02d}")
+            if stamp is None or stamp.quality < cfg.min_quality:
+                break
+            carried = [k for k in left if image_carries(images[k], stamp, cfg)]
+            stamp.support = len(carried)
+            if stamp.support < cfg.min_support:
+                log.info("%s (%dx%d): carried by %d of %d sampled images, fewer than %d: not used", stamp.name,
+                         size[1], size[0], stamp.support, len(left), cfg.min_support)
+                break
+            stamps.append(stamp)
+            explained = set(carried)
+            left = [k for k in left if k not in explained]
     if out_dir is not None:
         save_stamps(stamps, out_dir)
     return stamps
