@@ -132,7 +132,7 @@ class TrainConfig:
                                                  "(null = no limit)", exclusive_minimum=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     # Fine-tuning the shipped detector beats training from scratch in the same budget on both synthetic
-    # dev splits and the real-photo dev set (DEVNOTES, fine-tuning it in the main job).
+    # dev splits and the real-photo dev set (DEVNOTES, the shipped detector).
     init: str = setting("pretrained", "starting weights: scratch (random), pretrained (the shipped detector, "
                                    "fine-tuned), or the path of a wmrepair .pt", min_length=1)
     model: dict = setting(doc="the detector's architecture", factory=lambda: asdict(UNetConfig()),
