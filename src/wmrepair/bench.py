@@ -539,16 +539,14 @@ def bench_collection(out: Path, quick: bool = False, model: str | None = None, p
     import pandas as pd
 
     from wmrepair import realphotos
+    from wmrepair.evaluate import psnr
     from wmrepair.imageio import read_image
     from wmrepair.repair import RepairConfig, build_engine
     from wmrepair.stamps import estimate_folder
 
-    def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-        d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-        return float(10 * np.log10(255**2 / max((d[where] if where is not None else d).mean(), 1e-10)))
-
     realphotos.ensure_packages(photo_set)
     root = out / f"collection_{photo_set}"
+    eng = build_engine(model, repair_config=RepairConfig(skip_existing=False))  # each case sets its stamps
     cases = {}
     for kind in realphotos.COLLECTION_KINDS:
         alpha, _ = realphotos.collection_stamp(photo_set, kind)
@@ -561,7 +559,6 @@ def bench_collection(out: Path, quick: bool = False, model: str | None = None, p
             run = root / f"{kind}_{fmt}" / "run"
             shutil.rmtree(run, ignore_errors=True)
             t0 = time.perf_counter()
-            eng = build_engine(model, repair_config=RepairConfig(skip_existing=False))
             stamps = estimate_folder(data / "watermarked", eng.p, out_dir=run / "stamps")
             t_est = time.perf_counter() - t0
             eng.use_stamps(stamps)

@@ -29,7 +29,10 @@ PSNR_CAP_DB = 100.0  # identical images: a finite figure (an unmarked image copi
 WORSE_DB = 0.1  # a marked image "made worse": its PSNR against the clean image fell by more than this
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
+def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    """PSNR of `a` against `b` (over the pixels `where` is true, when given), capped at PSNR_CAP_DB."""
+    if where is not None:
+        a, b = a[where], b[where]
     if np.array_equal(a, b):
         return PSNR_CAP_DB
     return min(PSNR_CAP_DB, float(peak_signal_noise_ratio(b, a, data_range=255)))

@@ -179,7 +179,7 @@ def fit_shared_colour(crops: np.ndarray, est: np.ndarray, alpha: np.ndarray, mar
             e = est[:, ys[i:i + step], xs[i:i + step]].astype(np.float64)
             a_ = al[i:i + step][None, :, None]
             num += (a_ * (j - (1 - a_) * e)).sum((0, 1))
-            den += float((a_ * a_).sum()) * 1.0
+            den += float((a_ * a_).sum())
         colour = np.clip(num / max(den, 1e-6), 0, 255)
         for i in range(0, len(ys), step):
             j = crops[:, ys[i:i + step], xs[i:i + step]].astype(np.float64)
