@@ -102,12 +102,15 @@ def _package_files(packages: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in out if p.is_file())
 
 
+def _kde_name(p: Path) -> str | None:
+    """The folder name of a KDE wallpaper (Name/contents/images*/WxH.jpg: its file is named by its size)."""
+    return p.parent.parent.parent.name if p.parent.parent.name == "contents" else None
+
+
 def _picture_name(p: Path) -> str:
     """One name per picture: Elephants_3840x2160 is Elephants again, GNOME's -d/-l are one picture's dark and
-    light takes, and a KDE wallpaper folder (Name/contents/images*/WxH.jpg) is one picture in several sizes."""
-    if p.parent.parent.name == "contents":
-        return p.parent.parent.parent.name
-    return re.sub(r"(_\d+x\d+|-[dl])$", "", p.stem)
+    light takes, and a KDE wallpaper folder is one picture in several sizes."""
+    return _kde_name(p) or re.sub(r"(_\d+x\d+|-[dl])$", "", p.stem)
 
 
 def _signature(im: Image.Image) -> np.ndarray:
@@ -238,8 +241,7 @@ def build(out_dir: str | Path, limit: int | None = None, name: str = "test") -> 
             im.thumbnail((LONG_SIDE, LONG_SIDE), Image.LANCZOS)
             clean = np.array(im)
         style = STYLES[i % len(STYLES)]
-        kde = src.parent.parent.name == "contents"  # its file is named by its size: the folder names it
-        marked_stem = f"{i:03d}_{(_picture_name(src) if kde else src.stem).replace(' ', '_')}"
+        marked_stem = f"{i:03d}_{(_kde_name(src) or src.stem).replace(' ', '_')}"
         marked, a = mark(ps, clean, style, rng)
         for stem, pixels, alpha in ((marked_stem, marked, a), (f"{marked_stem}_none", clean, np.zeros_like(a))):
             atomic_write_bytes(out / "watermarked" / f"{stem}.jpg", encode_image(pixels, ".jpg", jpeg_quality=92))
