@@ -179,10 +179,10 @@ def test_a_folder_without_a_shared_stamp_is_repaired_as_without_collection_mode(
     assert outs["with"] == outs["without"] and len(outs["with"]) == 20
 
 
-def test_one_colour_for_the_stamp_undoes_the_dilution_of_a_noisy_estimate():
+def test_alpha_against_the_known_colour_undoes_the_dilution_of_a_noisy_estimate():
     """With an inpainting estimate off by ~30 grey levels (real photographs), the free per-pixel line's
-    slope flattens; one colour for the whole stamp, then α per pixel, recovers both."""
-    from wmrepair.stamps import fit_blend, fit_shared_colour
+    slope flattens; α fitted against the stamp's known colour (white) recovers it."""
+    from wmrepair.stamps import WHITE, fit_alpha_to_colour, fit_blend
 
     rng = np.random.default_rng(5)
     n, h, w = 40, 24, 32
@@ -196,9 +196,9 @@ def test_one_colour_for_the_stamp_undoes_the_dilution_of_a_noisy_estimate():
     _, b, _ = fit_blend(crops.astype(np.float32), est.astype(np.float32))
     inside = alpha > 0
     free_err = np.abs((1 - b)[inside] - 0.5).mean()
-    got, colour = fit_shared_colour(crops, est, 1 - b, inside)
-    assert np.abs(colour - 255).max() < 8
+    got = fit_alpha_to_colour(crops, est, WHITE, inside)
     assert np.abs(got[inside] - 0.5).mean() < free_err / 2, (np.abs(got[inside] - 0.5).mean(), free_err)
+    assert not got[~inside].any()
 
 
 def _corner_stamp():
