@@ -73,12 +73,13 @@ def detector():
 # (stamp, file type): the least each must reach, in dB over the inpainting oracle inside the mark and
 # over the input on the whole image. The targets are +5 and +8. A faint tiled stamp in a JPEG of
 # quality 90 caps the whole-image gain: inverting with the true alpha and colour gives +2.6 dB on
-# the development collections (DEVNOTES), so that case asks for +2.
+# the development collections (DEVNOTES); smoothing the inverted pixels reaches +4.1 dB here, and
+# the compression error outside the stamp, left as it is, caps the rest; so that case asks for +3.5.
 # The last figure: how many of the 36 stamped images may go unmatched (they take the per-image path);
 # the match threshold is set well above what unstamped pictures score, and a faint stamp in a JPEG
 # scores lower too.
 CASES = {("logo", "png"): (5.0, 8.0, 1), ("tiled", "png"): (5.0, 8.0, 1),
-         ("logo", "jpg"): (5.0, 8.0, 6), ("tiled", "jpg"): (5.0, 2.0, 12)}
+         ("logo", "jpg"): (5.0, 8.0, 6), ("tiled", "jpg"): (5.0, 3.5, 12)}
 
 
 @pytest.mark.parametrize("kind, fmt", list(CASES))
@@ -93,7 +94,7 @@ def test_a_shared_stamp_is_learnt_and_its_blend_inverted(detector, kind, fmt):
     oracle_mask = cv2.dilate(truth.astype(np.uint8), np.ones((5, 5), np.uint8)) * 255
     inside, whole, missed = [], [], 0
     for c, m in zip(clean, marked):
-        out = apply_stamp(m, stamp)
+        out = apply_stamp(m, stamp, lossy=fmt == "jpg")
         if out is None:
             missed += 1
             continue
@@ -233,3 +234,24 @@ def test_two_sources_in_one_folder_give_two_stamps(tmp_path, detector):
     gains = [_psnr(np.asarray(Image.open(tmp_path / "out" / f"{k}.png").convert("RGB")), clean[k])
              - _psnr(np.asarray(Image.open(src / f"{k}.png").convert("RGB")), clean[k]) for k in used if k.startswith("corner")]
     assert np.mean(gains) >= 8.0, gains
+
+
+def test_jpeg_inputs_have_only_their_inverted_pixels_smoothed():
+    """The JPEG path smooths the inverted pixels (their compression error is amplified by 1 / (1 − α));
+    a lossless file is inverted exactly; neither touches a pixel outside the stamp."""
+    from wmrepair.imageio import is_lossy
+
+    assert is_lossy("a/b.JPG") and is_lossy("c.jpeg") and not is_lossy("d.png") and not is_lossy("e.webp")
+    alpha, colour = _logo_stamp()
+    region = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    stamp = Stamp("s", (H, W), (0, 0, H, W), (alpha[..., None] * colour).astype(np.float32),
+                  (1 - alpha).astype(np.float32), region)
+    clean = _backgrounds(1, 31)[0]
+    marked = _blend(clean, alpha, colour, "png")
+    exact, smoothed = apply_stamp(marked, stamp), apply_stamp(marked, stamp, lossy=True)
+    inside = alpha > 0
+    for out in (exact, smoothed):
+        assert np.array_equal(out[~inside], marked[~inside])
+    want = ((marked - alpha[..., None] * colour) / (1 - alpha[..., None])).clip(0, 255).round()
+    assert np.abs(exact[inside].astype(int) - want[inside]).max() <= 1
+    assert (smoothed[inside] != exact[inside]).any()

@@ -70,6 +70,11 @@ class LoadedImage:
     palette: Image.Image | None = None  # a P-mode file's palette, to write the same palette back
 
 
+def is_lossy(path: str | Path) -> bool:
+    """Whether a file's pixels carry compression error (JPEG, by its name)."""
+    return _FORMATS.get(Path(path).suffix.lower()) == "JPEG"
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     with warnings.catch_warnings():

@@ -40,6 +40,7 @@ from wmrepair.imageio import (
     encode_image,
     encode_mask,
     image_size,
+    is_lossy,
     list_images,
     read_image,
 )
@@ -414,7 +415,7 @@ class RepairEngine:
             for stamp in self.stamps.get(it.image.rgb.shape[:2], []):
                 with self._stage(it, "stamp"):
                     try:
-                        out = apply_stamp(it.image.rgb, stamp)
+                        out = apply_stamp(it.image.rgb, stamp, lossy=is_lossy(it.src))
                     except Exception as exc:  # a broken stamp must not lose the image: per-image path
                         log.warning("stamp %s failed on %s (%s): per-image repair", stamp.name, it.src, exc)
                 if out is not None:

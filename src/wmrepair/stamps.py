@@ -58,6 +58,9 @@ class StampConfig:
     white_refit: bool = True  # a white stamp's α refitted against W = 255: unbiased where the free
     #                           per-pixel fit is flattened by the inpainting's error (DEVNOTES)
     white_tolerance: float = 32.0  # "white": the per-pixel fit's colour within this many grey levels of 255
+    lossy_smoothing: float = 40.0  # JPEG inputs: colour sigma of the bilateral filter (7 px, space sigma 3) over
+    #                                 the inverted pixels, which carry the file's compression error times
+    #                                 1 / (1 - α); 0 = off (DEVNOTES)
 
 
 @dataclass
@@ -268,8 +271,12 @@ def image_carries(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = Non
     return got is not None and carries(*got, stamp, cfg)
 
 
-def apply_stamp(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None) -> np.ndarray | None:
-    """`image` with the stamp's blend undone, or None when the image does not carry the stamp."""
+def apply_stamp(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None, lossy: bool = False) -> np.ndarray | None:
+    """`image` with the stamp's blend undone, or None when the image does not carry the stamp.
+
+    `lossy`: the image was decoded from a JPEG; the inverted pixels are then smoothed
+    edge-preservingly (`lossy_smoothing`), the pixels round them serving as context.
+    """
     cfg = cfg or StampConfig()
     got = _crop_and_estimate(image, stamp, cfg)
     if got is None or not carries(*got, stamp, cfg):
@@ -284,9 +291,11 @@ def apply_stamp(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None)
         base = np.clip(inverted, 0, 255).round().astype(np.uint8)
         filled = _inpaint(base, opaque, cfg.radius).astype(np.float32)
         inverted = np.where(opaque[..., None], filled, inverted)
+    inverted = np.where(marked[..., None], np.clip(inverted, 0, 255), crop).round().astype(np.uint8)
+    if lossy and cfg.lossy_smoothing > 0:
+        inverted = cv2.bilateralFilter(inverted, 7, cfg.lossy_smoothing, 3)
     out = image.copy()
-    region = out[y0:y1, x0:x1]
-    region[marked] = np.clip(inverted, 0, 255).round().astype(np.uint8)[marked]
+    out[y0:y1, x0:x1][marked] = inverted[marked]
     return out
 
 
