@@ -194,6 +194,13 @@ def shared_edges(images: list[np.ndarray], factor: float) -> np.ndarray:
 WHITE = np.full(3, 255.0)
 
 
+def _drop_faint(a: np.ndarray, b: np.ndarray, min_alpha: float) -> np.ndarray:
+    """Clear (in place) the pixels whose α is below `min_alpha`: left as they are; returns them."""
+    faint = (1 - b) < min_alpha
+    b[faint], a[faint] = 1.0, 0.0
+    return faint
+
+
 def _white_stamp(crops: np.ndarray, est: np.ndarray, free: Stamp, cfg: StampConfig) -> tuple[np.ndarray, np.ndarray] | None:
     """(a, b) of a white stamp, α refitted against W = 255 over the images that carry the free fit `free`;
     None where the free fit's colour is not white (within `white_tolerance`) or too few images carry it."""
@@ -215,8 +222,7 @@ def _white_stamp(crops: np.ndarray, est: np.ndarray, free: Stamp, cfg: StampConf
              np.round(free_colour).astype(int).tolist(), len(keep))
     b = np.where(marked, 1 - alpha, 1.0).astype(np.float32)
     a = np.where(marked[..., None], alpha[..., None] * WHITE, 0.0).astype(np.float32)
-    faint = (1 - b) < cfg.min_alpha
-    b[faint], a[faint] = 1.0, 0.0
+    _drop_faint(a, b, cfg.min_alpha)
     return a, b
 
 
@@ -242,9 +248,7 @@ def estimate_stamp(images: list[np.ndarray], probs: list[np.ndarray], cfg: Stamp
         for r in range(0, crops.shape[1], band))))
     b = np.where(region, b, 1.0).astype(np.float32)
     a = np.where(region[..., None], a, 0.0).astype(np.float32)
-    faint = (1 - b) < cfg.min_alpha
-    b[faint], a[faint] = 1.0, 0.0
-    marked = region & ~faint
+    marked = region & ~_drop_faint(a, b, cfg.min_alpha)
     if cfg.white_refit and marked.any():
         white = _white_stamp(crops, est, Stamp(name, images[0].shape[:2], (y0, x0, y1, x1), a, b, region), cfg)
         if white is not None:
