@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from wmrepair.stamps import (
+    WHITE,
     Stamp,
     StampConfig,
     apply_stamp,
@@ -255,3 +256,79 @@ def test_jpeg_inputs_have_only_their_inverted_pixels_smoothed():
     want = ((marked - alpha[..., None] * colour) / (1 - alpha[..., None])).clip(0, 255).round()
     assert np.abs(exact[inside].astype(int) - want[inside]).max() <= 1
     assert (smoothed[inside] != exact[inside]).any()
+
+
+SIZES = [(480, 640), (432, 640), (480, 720), (540, 720), (400, 600)]  # (height, width)
+
+
+def _centred_logo(h, w):
+    """The logo + word stamp of `_logo_stamp`, centred on an image of h x w (how stock previews of
+    several aspect ratios carry it)."""
+    rng = np.random.default_rng(1)
+    font = _font(["DejaVuSans-Bold.ttf"], rng, 40)
+    layer = Image.new("L", (w, h), 0)
+    layer.paste(_logo_layer(rng, 120, font, "PIX"), (w // 2 - 60, h // 2 - 90))
+    layer.paste(_text_layer("Pixelstock", font), (w // 2 - 120, h // 2 + 50))
+    return np.asarray(layer, np.float32) / 255 * 0.5
+
+
+def test_a_stamp_shared_by_images_of_several_sizes_is_aligned_learnt_and_inverted(tmp_path, detector):
+    """40 JPEGs in five sizes (8 each: no size has enough images for a stamp of its own), one centred
+    stamp: the images are aligned by matching, the stamp learnt once, and placed on each image."""
+    from wmrepair.inpaint import Inpainter
+    from wmrepair.repair import RepairEngine
+    from wmrepair.stamps import estimate_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    clean, alphas = {}, {}
+    for i in range(40):
+        h, w = SIZES[i % len(SIZES)]
+        clean[f"s_{i:02d}"], alphas[f"s_{i:02d}"] = make_background(np.random.default_rng([23, i]), h, w), _centred_logo(h, w)
+        Image.fromarray(_blend(clean[f"s_{i:02d}"], alphas[f"s_{i:02d}"], WHITE, "png")).save(
+            src / f"s_{i:02d}.jpg", quality=90)
+    for i in range(10):
+        Image.fromarray(make_background(np.random.default_rng([29, i]), *SIZES[i % len(SIZES)])).save(
+            src / f"p_{i:02d}.jpg", quality=90)
+    stamps = estimate_folder(src, detector)
+    assert len(stamps) == 1 and stamps[0].support >= 32, [s.support for s in stamps]
+    rows = RepairEngine(detector, Inpainter("cv2"), stamps=stamps).run(src, tmp_path / "out", progress=False)
+    used = {Path(r["input"]).stem: r["method"] for r in rows}
+    assert not any(used[k].startswith("stamp") for k in used if k.startswith("p_"))
+    inside, whole = [], []
+    for k, c in clean.items():
+        if used[k] != "stamp:stamp_00":
+            continue
+        m = np.asarray(Image.open(src / f"{k}.jpg").convert("RGB"))
+        out = np.asarray(Image.open(tmp_path / "out" / f"{k}.jpg").convert("RGB"))
+        truth = alphas[k] > 0.02
+        oracle = cv2.inpaint(m, cv2.dilate(truth.astype(np.uint8), np.ones((5, 5), np.uint8)) * 255, 3,
+                             cv2.INPAINT_TELEA)
+        inside.append(_psnr(out, c, truth) - _psnr(oracle, c, truth))
+        whole.append(_psnr(out, c) - _psnr(m, c))
+    print(f"\nseveral sizes, logo jpg: {len(inside)} of 40 by the stamp, inside +{np.mean(inside):.1f} dB over "
+          f"the oracle, whole image +{np.mean(whole):.1f} dB")
+    assert len(inside) >= 32 and np.mean(inside) >= 5.0 and np.mean(whole) >= 8.0
+
+
+def test_a_stamp_is_found_where_it_moved_and_cut_where_it_overhangs():
+    """`place` finds a stamp shifted on an image of its size and on a larger image; a box larger than the
+    image (a grid learnt on bigger pictures) is cut to it; an unstamped picture matches nowhere."""
+    from wmrepair.stamps import moved, place
+
+    alpha, colour = _logo_stamp()
+    region = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    y0, x0, y1, x1 = 130, 180, 350, 470
+    stamp = Stamp("s", (H, W), (y0, x0, y1, x1), (alpha[..., None] * colour)[y0:y1, x0:x1].astype(np.float32),
+                  (1 - alpha)[y0:y1, x0:x1].astype(np.float32), region[y0:y1, x0:x1])
+    for shape, corner in (((H, W), (97, 211)), ((600, 800), (301, 17))):
+        clean = make_background(np.random.default_rng([41, shape[0]]), *shape)
+        a = np.zeros(shape, np.float32)
+        a[corner[0]:corner[0] + y1 - y0, corner[1]:corner[1] + x1 - x0] = alpha[y0:y1, x0:x1]
+        got = place(_blend(clean, a, colour, "png"), stamp)
+        assert got is not None and got[0].box[:2] == corner and got[0].size == shape
+        assert place(clean, stamp) is None
+        assert place(_blend(clean, a, colour, "png"), stamp, StampConfig(shift=False)) is None  # no search: not found
+    cut = moved(stamp, (-40, -100), (120, 150))
+    assert cut.box == (0, 0, 120, 150) and cut.b.shape == (120, 150) and np.array_equal(cut.b, stamp.b[40:160, 100:250])
+    assert moved(stamp, (500, 0), (H, W)) is None

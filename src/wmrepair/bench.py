@@ -9,6 +9,7 @@ variant's allocations never inflate another's.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -548,56 +549,68 @@ def bench_collection(out: Path, quick: bool = False, model: str | None = None, p
     root = out / f"collection_{photo_set}"
     eng = build_engine(model, repair_config=RepairConfig(skip_existing=False))  # each case sets its stamps
     cases = {}
-    for kind in realphotos.COLLECTION_KINDS:
-        alpha, _ = realphotos.collection_stamp(photo_set, kind)
-        truth = alpha > 0.02
-        oracle_mask = cv2.dilate(truth.astype(np.uint8), np.ones((5, 5), np.uint8)) * 255
-        for fmt in ("png", "jpg"):
-            data = root / f"{kind}_{fmt}" / ("data_quick" if quick else "data")
-            if not (data / "layout.json").exists():
-                realphotos.build_collection(data, kind, fmt, photo_set, limit=20 if quick else None)
-            run = root / f"{kind}_{fmt}" / "run"
-            shutil.rmtree(run, ignore_errors=True)
-            t0 = time.perf_counter()
-            stamps = estimate_folder(data / "watermarked", eng.p, out_dir=run / "stamps")
-            t_est = time.perf_counter() - t0
-            eng.use_stamps(stamps)
-            eng.run(data / "watermarked", run / "images", manifest=run / "manifest.csv", progress=False)
-            man = pd.read_csv(run / "manifest.csv")
-            inside, whole, unmatched, plain_stamped, plain_changed = [], [], 0, 0, 0
-            for row in man.itertuples():
-                stem = Path(row.input).stem
-                clean = read_image(data / "clean" / f"{stem}.png").rgb
-                marked = read_image(row.input).rgb
-                stamped_here = str(row.method).startswith("stamp")
-                if stem.startswith("p_"):
-                    plain_stamped += stamped_here
-                    plain_changed += Path(row.output).read_bytes() != Path(row.input).read_bytes()
-                    continue
-                if not stamped_here:
-                    unmatched += 1
-                    continue
-                repaired = read_image(row.output).rgb
-                oracle = cv2.inpaint(marked, oracle_mask, 3, cv2.INPAINT_TELEA)
-                inside.append(psnr(repaired, clean, truth) - psnr(oracle, clean, truth))
-                whole.append(psnr(repaired, clean) - psnr(marked, clean))
-            layout = json.loads((data / "layout.json").read_text())
-            cases[f"{kind} {fmt}"] = {
-                "stamps": len(stamps), "support": [s_.support for s_ in stamps], "estimate_s": t_est,
-                "stamped": layout["stamped"], "plain": layout["plain"], "stamped_not_matched": unmatched,
-                "inside_gain_over_oracle_db": float(np.mean(inside)) if inside else None,
-                "whole_image_gain_db": float(np.mean(whole)) if whole else None,
-                "plain_given_the_stamp": plain_stamped, "plain_changed": plain_changed}
+    # The four cases of one size, then a centred stamp on pictures of several sizes (placed by matching).
+    plan = [(kind, fmt, False) for kind in realphotos.COLLECTION_KINDS for fmt in ("png", "jpg")]
+    for kind, fmt, mixed in plan + [("logo", "jpg", True), ("tiled", "png", True)]:
+        case = f"{kind}_{fmt}" + ("_sizes" if mixed else "")
+        data = root / case / ("data_quick" if quick else "data")
+        if not (data / "layout.json").exists():
+            realphotos.build_collection(data, kind, fmt, photo_set, limit=20 if quick else None, mixed=mixed)
+        run = root / case / "run"
+        shutil.rmtree(run, ignore_errors=True)
+        t0 = time.perf_counter()
+        stamps = estimate_folder(data / "watermarked", eng.p, out_dir=run / "stamps")
+        t_est = time.perf_counter() - t0
+        eng.use_stamps(stamps)
+        eng.run(data / "watermarked", run / "images", manifest=run / "manifest.csv", progress=False)
+        man = pd.read_csv(run / "manifest.csv")
+        inside, whole, unmatched, plain_stamped, plain_changed = [], [], 0, 0, 0
+        for row in man.itertuples():
+            stem = Path(row.input).stem
+            clean = read_image(data / "clean" / f"{stem}.png").rgb
+            marked = read_image(row.input).rgb
+            stamped_here = str(row.method).startswith("stamp")
+            if stem.startswith("p_"):
+                plain_stamped += stamped_here
+                plain_changed += Path(row.output).read_bytes() != Path(row.input).read_bytes()
+                continue
+            if not stamped_here:
+                unmatched += 1
+                continue
+            repaired = read_image(row.output).rgb
+            truth, oracle_mask = _collection_truth(photo_set, kind, marked.shape[:2], mixed)
+            oracle = cv2.inpaint(marked, oracle_mask, 3, cv2.INPAINT_TELEA)
+            inside.append(psnr(repaired, clean, truth) - psnr(oracle, clean, truth))
+            whole.append(psnr(repaired, clean) - psnr(marked, clean))
+        layout = json.loads((data / "layout.json").read_text())
+        cases[f"{kind} {fmt}" + (" sizes" if mixed else "")] = {
+            "stamps": len(stamps), "support": [s_.support for s_ in stamps], "estimate_s": t_est,
+            "stamped": layout["stamped"], "plain": layout["plain"], "stamped_not_matched": unmatched,
+            "inside_gain_over_oracle_db": float(np.mean(inside)) if inside else None,
+            "whole_image_gain_db": float(np.mean(whole)) if whole else None,
+            "plain_given_the_stamp": plain_stamped, "plain_changed": plain_changed}
     print(f"collection mode on real-photo backgrounds ({photo_set} set), model {model}")
-    print(f"  {'case':10s} {'stamps':>6s} {'inside vs oracle':>17s} {'whole image':>12s} {'not matched':>12s} "
+    print(f"  {'case':15s} {'stamps':>6s} {'inside vs oracle':>17s} {'whole image':>12s} {'not matched':>12s} "
           f"{'plain stamped':>14s} {'plain changed':>14s}")
     for case, r in cases.items():
-        print(f"  {case:10s} {r['stamps']:6d} {_fmt(r['inside_gain_over_oracle_db'], '+.1f'):>14s} dB "
+        print(f"  {case:15s} {r['stamps']:6d} {_fmt(r['inside_gain_over_oracle_db'], '+.1f'):>14s} dB "
               f"{_fmt(r['whole_image_gain_db'], '+.1f'):>9s} dB {r['stamped_not_matched']:5d}/{r['stamped']:<6d}"
               f"{r['plain_given_the_stamp']:7d}/{r['plain']:<6d} {r['plain_changed']:7d}/{r['plain']:<6d}")
     res = {"model": str(model), "set": photo_set, "cases": cases}
     _save(out, f"collection_{photo_set}", res)
     return res
+
+
+@functools.lru_cache(maxsize=8)
+def _collection_truth(photo_set: str, kind: str, shape: tuple[int, int], mixed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Where a collection's stamp is on an image of `shape`, and the oracle's mask (that dilated by 2 px)."""
+    import cv2
+
+    from wmrepair import realphotos
+
+    alpha, _ = realphotos.collection_stamp(photo_set, kind, shape[::-1] if mixed else None)
+    truth = alpha > 0.02
+    return truth, cv2.dilate(truth.astype(np.uint8), np.ones((5, 5), np.uint8)) * 255
 
 
 def _fmt(v: Any, spec: str) -> str:

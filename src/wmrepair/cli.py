@@ -434,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="redo every image (default: keep those the manifest records as done, redo the rest)")
     s.add_argument("--collection", action="store_true",
-                   help="collection mode: first learn the stamps that 16+ same-size images of --input share, "
-                        "then invert their blend on the images that carry one (the rest: per-image repair); "
+                   help="collection mode: first learn the stamps that 16+ images of --input share (of one "
+                        "size, or centred/anchored alike on several sizes), then invert their blend on the images that carry one (the rest: per-image repair); "
                         "stamps are kept in --stamps (default OUTPUT/.wmrepair-stamps)")
     s.add_argument("--stamps", metavar="DIR", help="use the stamps in DIR (from `wmrepair stamps estimate`)")
     s.add_argument("--no-verify-model", action="store_true",
@@ -449,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_repair)
 
     s = sub.add_parser("stamps", help="collection mode: find the stamps a folder's images share, or show them",
-                       description="A stamp many same-size images share (a stock site's preview mark) is learnt "
-                                   "from the folder: where it is, its opacity and its colour. `wmrepair repair "
+                       description="A stamp many images share (a stock site's preview mark) is learnt from the "
+                                   "folder: where it is, its opacity and its colour. Images of several sizes are "
+                                   "aligned by matching. `wmrepair repair "
                                    "--stamps DIR` then inverts its blend instead of inpainting.")
     st = s.add_subparsers(dest="stamps_cmd", required=True)
     e = st.add_parser("estimate", help="learn the shared stamps of a folder")

@@ -240,8 +240,8 @@ class RepairJobsConfig(RepairConfig):
     clean_dir: str | None = setting(None, "optional ground truth for evaluation: clean images (same relative names)")
     mask_dir: str | None = setting(None, "optional ground truth for evaluation: masks (same relative names)")
     chunk_size: int = setting(24, "images per repair_chunk job", minimum=1)
-    collection: str = setting("auto", "collection mode: learn stamps shared by 16+ images of one size and invert "
-                                      "their blend (auto: where a stamp fits well), off: every image on its own",
+    collection: str = setting("auto", "collection mode: learn stamps shared by 16+ images (of one size, or aligned "
+                                      "by matching across sizes) and invert their blend (auto: where a stamp fits well), off: every image on its own",
                               choices=["auto", "off"])
     mem_mb: int | None = setting(None, "memory per chunk job in MB (null = from its images: 800 MB + 100 B per pixel "
                                        "of its largest group); times the attempt on retry", minimum=256)

@@ -274,47 +274,66 @@ def by_style(per_image: Any, styles: dict[str, str]) -> dict[str, dict[str, Any]
 # A stock site's previews: every picture cut to one size and blended with one stamp (the blend
 # J = a W + (1 - a) I of mark()), plus pictures in the same folder that carry none.
 COLLECTION_SIZE = (960, 640)  # width, height
+# Previews of several aspect ratios carrying one centred stamp: the case that needs stamps placed by matching.
+COLLECTION_SIZES = ((960, 640), (900, 600), (1024, 683), (800, 600), (854, 640))
 COLLECTION_KINDS = ("logo", "tiled")
 COLLECTION_PLAIN = 12  # unstamped pictures in each folder: mirrored, differently cut copies
 
 
-def collection_stamp(name: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(alpha, colour) of the set's shared stamp: a white ring logo + word at 0.5, or a tiled grey phrase at 0.35."""
+def collection_stamp(name: str, kind: str, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, colour) of the set's shared stamp: a white ring logo + word at 0.5, or a tiled grey phrase at 0.35.
+
+    `size` (width, height): the stamp on an image of that size, centred (the tiled grid is cut from one
+    made for the largest of COLLECTION_SIZES); None: COLLECTION_SIZE.
+    """
     ps = photo_set(name)
-    w, h = COLLECTION_SIZE
+    w, h = size or COLLECTION_SIZE
     rng = np.random.default_rng([ps.seed, 1000, COLLECTION_KINDS.index(kind)])
     if kind == "logo":
-        layer = _logo(ps, rng, int(h * 0.2), ps.words[1])
+        layer = _logo(ps, rng, int(COLLECTION_SIZE[1] * 0.2), ps.words[1])
         cov = Image.new("L", (w, h), 0)
         cov.paste(layer, ((w - layer.width) // 2, (h - layer.height) // 2))
         return np.asarray(cov, np.float32) / 255.0 * 0.5, np.full(3, 255.0, np.float32)
-    return _coverage(ps, "tiled", rng, h, w) * 0.35, np.full(3, 128.0, np.float32)
+    if size is None:
+        return _coverage(ps, "tiled", rng, h, w) * 0.35, np.full(3, 128.0, np.float32)
+    big_w, big_h = max(s[0] for s in COLLECTION_SIZES), max(s[1] for s in COLLECTION_SIZES)
+    big = _coverage(ps, "tiled", rng, big_h, big_w)
+    y, x = (big_h - h) // 2, (big_w - w) // 2
+    return big[y:y + h, x:x + w] * 0.35, np.full(3, 128.0, np.float32)
 
 
 @functools.lru_cache(maxsize=2)
-def _collection_pictures(name: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
+def _collection_pictures(name: str, limit: int | None, sizes: tuple[tuple[int, int], ...] | None = None
+                         ) -> list[tuple[str, np.ndarray]]:
     """The set's pictures cut to COLLECTION_SIZE (`s_<i>`), and COLLECTION_PLAIN mirrored, differently cut
-    copies (`p_<i>`: other pictures than their stamped twins). Decoded once for all cases."""
+    copies (`p_<i>`: other pictures than their stamped twins). Decoded once for all cases. `sizes`:
+    picture i is cut to sizes[i % len(sizes)] instead."""
     out = []
     pictures = wallpapers(name)[:limit]
-    for stem, src, mirror in ([(f"s_{i:03d}", p, False) for i, p in enumerate(pictures)]
-                              + [(f"p_{i:03d}", p, True) for i, p in enumerate(pictures[:COLLECTION_PLAIN])]):
+    for i, (stem, src, mirror) in enumerate(
+            [(f"s_{i:03d}", p, False) for i, p in enumerate(pictures)]
+            + [(f"p_{i:03d}", p, True) for i, p in enumerate(pictures[:COLLECTION_PLAIN])]):
+        size = sizes[i % len(sizes)] if sizes else COLLECTION_SIZE
         with Image.open(src) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
             im = ImageOps.mirror(im) if mirror else im
-            out.append((stem, np.array(ImageOps.fit(im, COLLECTION_SIZE, Image.LANCZOS,
+            out.append((stem, np.array(ImageOps.fit(im, size, Image.LANCZOS,
                                                     centering=(0.2, 0.3) if mirror else (0.5, 0.5)))))
     return out
 
 
 def build_collection(out_dir: str | Path, kind: str, fmt: str, name: str = "test",
-                     limit: int | None = None) -> dict[str, Any]:
-    """Write watermarked/ (`s_<i>` stamped, `p_<i>` plain), clean/ (PNG) and stamp_alpha.png; returns the layout."""
+                     limit: int | None = None, mixed: bool = False) -> dict[str, Any]:
+    """Write watermarked/ (`s_<i>` stamped, `p_<i>` plain), clean/ (PNG) and stamp_alpha.png; returns the layout.
+
+    `mixed`: the pictures are cut to the several COLLECTION_SIZES, each carrying the stamp centred
+    (stamp_alpha.png is then the stamp on COLLECTION_SIZE; `collection_stamp` gives it for each size).
+    """
     out = Path(out_dir)
-    alpha, colour = collection_stamp(name, kind)
-    items = _collection_pictures(name, limit)
+    items = _collection_pictures(name, limit, COLLECTION_SIZES if mixed else None)
     for stem, clean in items:
         stamped = stem.startswith("s_")
+        alpha, colour = collection_stamp(name, kind, clean.shape[1::-1] if mixed else None)
         a = alpha if stamped else np.zeros_like(alpha)
         marked = np.clip(clean * (1 - a[..., None]) + colour * a[..., None] + 0.5, 0, 255).astype(np.uint8)
         data = encode_image(marked, f".{fmt}", jpeg_quality=90)
@@ -322,8 +341,10 @@ def build_collection(out_dir: str | Path, kind: str, fmt: str, name: str = "test
         atomic_write_bytes(out / "clean" / f"{stem}.png", encode_image(clean, ".png"))
     from wmrepair.stamps import png_bytes
 
+    alpha, _ = collection_stamp(name, kind)
     atomic_write_bytes(out / "stamp_alpha.png", png_bytes(Image.fromarray(np.round(alpha * 255).astype(np.uint8))))
     stamped = sum(stem.startswith("s_") for stem, _ in items)
-    layout = {"kind": kind, "format": fmt, "set": name, "stamped": stamped, "plain": len(items) - stamped}
+    layout = {"kind": kind, "format": fmt, "set": name, "stamped": stamped, "plain": len(items) - stamped,
+              "mixed": mixed}
     (out / "layout.json").write_text(json.dumps(layout))
     return layout

@@ -55,7 +55,7 @@ from wmrepair.manifest import (  # noqa: F401 - MANIFEST_FIELDS and write_manife
 from wmrepair.memory import MemoryManager, is_oom_error
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.profiling import PerformanceAnalyzer
-from wmrepair.stamps import Stamp, apply_stamp
+from wmrepair.stamps import Stamp, StampConfig, unstamp
 
 log = logging.getLogger(__name__)
 
@@ -400,30 +400,35 @@ class RepairEngine:
             it.image = None  # free pixels now, not at the end of the run
         return writes
 
-    def use_stamps(self, stamps: list[Stamp]) -> None:
+    def use_stamps(self, stamps: list[Stamp], cfg: StampConfig | None = None) -> None:
         """Collection mode: an image carrying one of these has its blend inverted (wmrepair.stamps)."""
-        self.stamps: dict[tuple[int, int], list[Stamp]] = {}
-        for st in stamps:  # a size may hold several (one folder, several sources); tried in order
-            self.stamps.setdefault(tuple(st.size), []).append(st)
+        self.stamps = list(stamps)
+        self.stamp_cfg = cfg or StampConfig()
+
+    def _stamps_for(self, size: tuple[int, int]) -> list[Stamp]:
+        """The stamps to try on an image of `size`, in order: those learnt on its size (a size may hold several:
+        one folder, several sources), then, with `shift`, the others (placed by matching)."""
+        own = [st for st in self.stamps if tuple(st.size) == size]
+        return own + ([st for st in self.stamps if tuple(st.size) != size] if self.stamp_cfg.shift else [])
 
     def _unstamp(self, found: list[tuple[_Item, np.ndarray]], writes: list[tuple[_Item, Future]],
                  pool: ThreadPoolExecutor) -> list[tuple[_Item, np.ndarray]]:
         """Invert the blend of the images that carry a known stamp; returns the others (per-image path)."""
         rest = []
         for it, prob in found:
-            out = None
-            for stamp in self.stamps.get(it.image.rgb.shape[:2], []):
+            got = None
+            for stamp in self._stamps_for(it.image.rgb.shape[:2]):
                 with self._stage(it, "stamp"):
                     try:
-                        out = apply_stamp(it.image.rgb, stamp, lossy=is_lossy(it.src))
+                        got = unstamp(it.image.rgb, stamp, self.stamp_cfg, lossy=is_lossy(it.src))
                     except Exception as exc:  # a broken stamp must not lose the image: per-image path
                         log.warning("stamp %s failed on %s (%s): per-image repair", stamp.name, it.src, exc)
-                if out is not None:
+                if got is not None:
                     break
-            if out is None:
+            if got is None:
                 rest.append((it, prob))
                 continue
-            mask = stamp.mask()
+            out, mask = got
             it.row.update(mask_fraction=round(float(mask.mean()), 6), iterations=1, method=f"stamp:{stamp.name}")
             self.analyzer.count(f"images_{stamp.name}")
             writes.append((it, pool.submit(self._write, it, it.image, out, mask, 1)))
