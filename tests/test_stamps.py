@@ -332,3 +332,22 @@ def test_a_stamp_is_found_where_it_moved_and_cut_where_it_overhangs():
     cut = moved(stamp, (-40, -100), (120, 150))
     assert cut.box == (0, 0, 120, 150) and cut.b.shape == (120, 150) and np.array_equal(cut.b, stamp.b[40:160, 100:250])
     assert moved(stamp, (500, 0), (H, W)) is None
+
+
+def test_copies_of_one_picture_count_once(tmp_path, detector):
+    """Copies of one picture (a marked and an unmarked take, a re-export) are one picture to the estimate:
+    on the real-photo dev folder, which holds each picture with its mark and without, the per-pixel fit
+    learnt the pictures themselves as a "stamp" that 12 of 28 same-size images then carried. Here 10
+    stamped pictures, each saved twice (PNG and JPEG), are 10 pictures, too few for min_support 16."""
+    from wmrepair.stamps import estimate_folder
+
+    alpha, colour = _logo_stamp()
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, c in enumerate(_backgrounds(10, 23)):
+        marked = Image.fromarray(_blend(c, alpha, colour, "png"))
+        marked.save(src / f"{i:02d}.png")
+        marked.save(src / f"{i:02d}_copy.jpg", quality=95)
+    assert estimate_folder(src, detector) == []
+    (stamp,) = estimate_folder(src, detector, StampConfig(min_support=8))  # the 10 pictures do share one
+    assert stamp.support == 10

@@ -75,6 +75,19 @@ def is_lossy(path: str | Path) -> bool:
     return _FORMATS.get(Path(path).suffix.lower()) == "JPEG"
 
 
+def picture_hash(im: Image.Image | np.ndarray) -> np.ndarray:
+    """A 64-bit difference hash: pictures that are one another's resize, recompression or lightly
+    marked copy agree on nearly all bits (`same_picture`)."""
+    im = Image.fromarray(im) if isinstance(im, np.ndarray) else im
+    g = np.asarray(im.convert("L").resize((9, 8), Image.BILINEAR), np.float32)
+    return (g[:, 1:] > g[:, :-1]).ravel()
+
+
+def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two `picture_hash`es of one picture: at most 6 of 64 bits differ."""
+    return int((a != b).sum()) <= 6
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     with warnings.catch_warnings():

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from wmrepair.files import atomic_write_bytes
-from wmrepair.imageio import encode_image, write_mask
+from wmrepair.imageio import encode_image, picture_hash, same_picture, write_mask
 
 
 @dataclass(frozen=True)
@@ -113,12 +113,6 @@ def _picture_name(p: Path) -> str:
     return _kde_name(p) or re.sub(r"(_\d+x\d+|-[dl])$", "", p.stem)
 
 
-def _signature(im: Image.Image) -> np.ndarray:
-    """A 64-bit difference hash: pictures that are one another's resize or recompression agree on nearly all bits."""
-    g = np.asarray(im.convert("L").resize((9, 8), Image.BILINEAR), np.float32)
-    return (g[:, 1:] > g[:, :-1]).ravel()
-
-
 @functools.cache
 def _picture_info(path: Path) -> tuple[bool, np.ndarray]:
     """(usable: opaque and at least 800 px on its short side, signature); decoding a 5K PNG takes a second,
@@ -129,11 +123,7 @@ def _picture_info(path: Path) -> tuple[bool, np.ndarray]:
         has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
         # a transparent PNG flattened onto black is not a photograph
         opaque = not has_alpha or np.asarray(im.convert("RGBA").getchannel("A")).min() >= 250
-        return opaque, _signature(im)
-
-
-def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
-    return int((a != b).sum()) <= 6
+        return opaque, picture_hash(im)
 
 
 @functools.cache

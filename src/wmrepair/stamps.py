@@ -474,15 +474,16 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
     Each group of at least `min_support` images of one size is sampled evenly (`sample`
     images), and with `shift` the sizes too rare for a group of their own are pooled and
     sampled as one more group. Groups are taken one at a time (one sample in memory). A
-    group's images that carry a stamp found before (`place`: at any place, on any size)
-    are set aside; the detector runs on the rest, and a stamp is kept when its fit explains
+    group's images that carry a stamp found before (`place`: at any place, on any size),
+    and copies of a picture already sampled (`same_picture`), are set aside; the detector
+    runs on the rest, and a stamp is kept when its fit explains
     the images well (`min_quality`) and at least `min_support` of them carry it. The next
     stamp (up to `max_per_size` per group) is looked for among the images none explains.
     Images of several sizes, or a stamp that moved, are first aligned by matching (`align`).
     """
     from collections import defaultdict
 
-    from wmrepair.imageio import image_size, list_images, read_image
+    from wmrepair.imageio import image_size, list_images, picture_hash, read_image, same_picture
 
     cfg = cfg or StampConfig()
     root = Path(input_dir)
@@ -500,7 +501,7 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
         samples.append(_spread(rare, cfg.sample))
     stamps: list[Stamp] = []
     for sample in samples:
-        images, names = [], []
+        images, names, hashes, twins = [], [], [], 0
         for rel in sample:
             try:
                 image = read_image(root / rel).rgb
@@ -508,8 +509,17 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
                 continue
             if cfg.shift and any(place(image, st, cfg) is not None for st in stamps):
                 continue  # a stamp already known, at another place or on another size
+            # One picture twice (a marked and an unmarked copy, a re-export) lets the per-pixel fit
+            # learn the picture itself as a "stamp" that both copies then carry: count it once.
+            h = picture_hash(image)
+            if any(same_picture(h, o) for o in hashes):
+                twins += 1
+                continue
             images.append(image)
             names.append(str(rel))
+            hashes.append(h)
+        if twins:
+            log.info("%d sampled image(s) left out of the estimate: copies of another sampled picture", twins)
         if len(images) < cfg.min_support:
             continue
         probs = list(predictor.predict_proba(images))
