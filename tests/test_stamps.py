@@ -73,9 +73,9 @@ def detector():
 
 # (stamp, file type): the least each must reach, in dB over the inpainting oracle inside the mark and
 # over the input on the whole image. The targets are +5 and +8. A faint tiled stamp in a JPEG of
-# quality 90 caps the whole-image gain: inverting with the true alpha and colour gives +2.6 dB on
-# the development collections (DEVNOTES); smoothing the inverted pixels reaches +4.1 dB here, and
-# the compression error outside the stamp, left as it is, caps the rest; so that case asks for +3.5.
+# quality 90 caps the whole-image gain: even the clean picture's exact pixels wherever the stamp
+# is (alpha > 0.02, 4.4 % of the image) and the file's compression error everywhere else would gain
+# only +4.66 dB here (DEVNOTES); smoothing the inverted pixels reaches +4.1 dB, so that case asks +3.5.
 # The last figure: how many of the 36 stamped images may go unmatched (they take the per-image path);
 # the match threshold is set well above what unstamped pictures score, and a faint stamp in a JPEG
 # scores lower too.
