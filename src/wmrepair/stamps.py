@@ -19,10 +19,10 @@ in one picture averages away). Images are grouped by size; a group of at least
 `min_support` images may hold a stamp. Images of sizes too rare for a group are
 aligned by matching their probability maps (`align`), and a stamp is placed on any
 image by matching its outline against the image's edges (`locate`), so a stamp
-centred on previews of several aspect ratios is learnt once and found on each. Dekel et al., "On the Effectiveness of
-Visible Watermarks" (CVPR 2017) estimate stamps from collections through
-gradient medians and multi-image matting; this is a simpler estimator of the
-same model that needs no Poisson solve.
+centred on previews of several aspect ratios is learnt once and found on each.
+Dekel et al., "On the Effectiveness of Visible Watermarks" (CVPR 2017) estimate
+stamps from collections through gradient medians and multi-image matting; this is
+a simpler estimator of the same model that needs no Poisson solve.
 """
 
 from __future__ import annotations
@@ -330,8 +330,9 @@ def locate(image: np.ndarray, stamp: Stamp) -> tuple[int, int]:
 
     A box that fits is matched everywhere (at full resolution: a stamp's thin outline on a bright
     picture correlates at only ~0.2, and halving the resolution lost it; 17 ms for a 300×250 box on a
-    960×640 image, 0.4 s on 12 MP). One larger than the image (a tiled grid learnt on bigger images) is tried where such
-    marks are anchored: each axis at its start, centre or end; the box is then cut to the image.
+    960×640 image, 0.4 s on 12 MP). One larger than the image (a tiled grid learnt on bigger images)
+    is tried where such marks are anchored: each axis at its start, centre or end; the box is then
+    cut to the image.
     """
     bh, bw = stamp.b.shape
     ih, iw = image.shape[:2]
@@ -476,8 +477,8 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
     sampled as one more group. Groups are taken one at a time (one sample in memory). A
     group's images that carry a stamp found before (`place`: at any place, on any size),
     and copies of a picture already sampled (`same_picture`), are set aside; the detector
-    runs on the rest, and a stamp is kept when its fit explains
-    the images well (`min_quality`) and at least `min_support` of them carry it. The next
+    runs on the rest, and a stamp is kept when its fit explains the images well
+    (`min_quality`) and at least `min_support` of them carry it. The next
     stamp (up to `max_per_size` per group) is looked for among the images none explains.
     Images of several sizes, or a stamp that moved, are first aligned by matching (`align`).
     """
