@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,9 @@ class StampConfig:
     opaque: float = 0.85  # alpha above which the blend is not inverted but inpainted
     min_alpha: float = 0.02  # alpha below which a pixel is left as it is
     match: float = 0.8  # an image carries the stamp when its difference from the estimate projects this
-    #                       far onto the one the blend predicts (1 = exactly the stamp)
+    #                       far onto the one the blend predicts (1 = exactly the stamp) ...
+    match_low: float = 0.5  # ... or this far, where the two also correlate by at least match_corr (a faint
+    match_corr: float = 0.4  #    stamp in a JPEG projects less; unstamped pictures correlate below 0.34, DEVNOTES)
     min_quality: float = 0.5  # stamps whose fit explains less of the variance are not used
     max_per_size: int = 3  # stamps looked for among the images of one size (each from those left unexplained)
     radius: int = 3  # cv2 inpainting radius of the estimate and the opaque parts
@@ -221,8 +223,10 @@ def _white_stamp(crops: np.ndarray, est: np.ndarray, free: Stamp, cfg: StampConf
     # check): only the common case whose colour is known, white, is refitted.
     if float(np.abs(WHITE - free_colour).max()) > cfg.white_tolerance:
         return None
-    # Only the carriers: an unstamped image pulls a through-origin α towards 0.
-    keep = [k for k in range(len(crops)) if carries(crops[k].astype(np.float32), est[k].astype(np.float32), free, cfg)]
+    # Only the carriers, by the projection alone (the stricter test): an unstamped image pulls a
+    # through-origin α towards 0, and with the correlation test too some did (logo -0.7 dB, DEVNOTES).
+    strict = replace(cfg, match_low=cfg.match)
+    keep = [k for k in range(len(crops)) if carries(crops[k].astype(np.float32), est[k].astype(np.float32), free, strict)]
     if len(keep) < cfg.min_support:
         return None
     alpha = fit_alpha_to_colour(crops[keep], est[keep], WHITE, marked)
@@ -284,28 +288,34 @@ def _estimate(images: list[np.ndarray], probs: list[np.ndarray], cfg: StampConfi
 def align(probs: list[np.ndarray], cfg: StampConfig) -> tuple[tuple[int, int], list[tuple[int, int] | None]] | None:
     """A common frame for images of several sizes, found by matching their detector probability maps.
 
-    The mark the most common size's images agree on (their mean probability above `presence`, with a
-    margin) is the template; each image's probability map is matched against it. Returns the frame's
-    (height, width) and each image's top-left corner of it (None: it does not fit, or matches below
-    `min_align`); None when the common size shows no mark.
+    The mark one size's images agree on (their mean probability above `presence`, with a margin) is
+    the template; each image's probability map is matched against it. Every size is tried as that
+    reference, and the frame most images match wins (a tiled grid's frame is its reference's whole
+    image, which only images at least as large can hold). Returns the frame's (height, width) and
+    each image's top-left corner of it (None: it does not fit, or matches below `min_align`); None
+    when no size shows a mark.
     """
-    (size, _), = Counter(p.shape[:2] for p in probs).most_common(1)
-    ref = np.mean([p for p in probs if p.shape[:2] == size], axis=0)
-    core = ref > cfg.presence
-    if core.sum() < 16:
-        return None
-    y0, x0, y1, x1 = _box(core, 8 * cfg.grow)
-    template = ref[y0:y1, x0:x1]
-    if float(template.std()) < 1e-3:
-        return None
-    at: list[tuple[int, int] | None] = []
-    for p in probs:
-        if p.shape[0] < y1 - y0 or p.shape[1] < x1 - x0:
-            at.append(None)
+    best = None
+    for size, _ in Counter(p.shape[:2] for p in probs).most_common():
+        ref = np.mean([p for p in probs if p.shape[:2] == size], axis=0)
+        core = ref > cfg.presence
+        if core.sum() < 16:
             continue
-        corner, score = _best_match(p, template)
-        at.append(corner if score >= cfg.min_align else None)
-    return (y1 - y0, x1 - x0), at
+        y0, x0, y1, x1 = _box(core, 8 * cfg.grow)
+        template = ref[y0:y1, x0:x1]
+        if float(template.std()) < 1e-3:
+            continue
+        at: list[tuple[int, int] | None] = []
+        for p in probs:
+            if p.shape[0] < y1 - y0 or p.shape[1] < x1 - x0:
+                at.append(None)
+                continue
+            corner, score = _best_match(p, template)
+            at.append(corner if score >= cfg.min_align else None)
+        found = sum(c is not None for c in at)
+        if best is None or found > best[0]:
+            best = found, ((y1 - y0, x1 - x0), at)
+    return None if best is None else best[1]
 
 
 def _edges(grey: np.ndarray) -> np.ndarray:
@@ -446,15 +456,21 @@ def carries(crop: np.ndarray, est: np.ndarray, stamp: Stamp, cfg: StampConfig) -
 
     The fine detail of the image's difference from its inpainted estimate (`J − Î`) is projected
     onto that of the difference the blend predicts (`a − α·Î`): about 1 where the stamp is there,
-    about 0 where it is not (the texture of a picture does not follow the stamp's edges).
+    about 0 where it is not (the texture of a picture does not follow the stamp's edges). A
+    projection between `match_low` and `match` counts only where the two also correlate well
+    (`match_corr`): compression blurs a faint stamp's detail, which lowers its projection but
+    not how closely the detail follows the stamp.
     """
     marked = stamp.b < 1.0
     if not marked.any():
         return False
     diff = _highpass(crop - est)[marked]
     pred = _highpass(stamp.a - (1 - stamp.b)[..., None] * est)[marked]
-    scale = float((diff * pred).sum() / max((pred * pred).sum(), 1e-6))
-    return cfg.match < scale < 2.0
+    dp, pp = float((diff * pred).sum()), max(float((pred * pred).sum()), 1e-6)
+    scale = dp / pp
+    if not cfg.match_low < scale < 2.0:
+        return False
+    return scale > cfg.match or dp / np.sqrt(pp * max(float((diff * diff).sum()), 1e-6)) >= cfg.match_corr
 
 
 def stamp_summary(stamp: Stamp) -> dict[str, Any]:
@@ -475,10 +491,10 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
     Each group of at least `min_support` images of one size is sampled evenly (`sample`
     images), and with `shift` the sizes too rare for a group of their own are pooled and
     sampled as one more group. Groups are taken one at a time (one sample in memory). A
-    group's images that carry a stamp found before (`place`: at any place, on any size),
-    and copies of a picture already sampled (`same_picture`), are set aside; the detector
-    runs on the rest, and a stamp is kept when its fit explains the images well
-    (`min_quality`) and at least `min_support` of them carry it. The next
+    group's images that carry a stamp found before (`place`: at any place, on any size)
+    are set aside; the detector runs on the rest, and a stamp is kept when its fit explains
+    the images well (`min_quality`) and at least `min_support` different pictures of them
+    carry it (copies of one picture, `same_picture`, count once). The next
     stamp (up to `max_per_size` per group) is looked for among the images none explains.
     Images of several sizes, or a stamp that moved, are first aligned by matching (`align`).
     """
@@ -502,7 +518,7 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
         samples.append(_spread(rare, cfg.sample))
     stamps: list[Stamp] = []
     for sample in samples:
-        images, names, hashes, twins = [], [], [], 0
+        images, names = [], []
         for rel in sample:
             try:
                 image = read_image(root / rel).rgb
@@ -510,19 +526,11 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
                 continue
             if cfg.shift and any(place(image, st, cfg) is not None for st in stamps):
                 continue  # a stamp already known, at another place or on another size
-            # One picture twice (a marked and an unmarked copy, a re-export) lets the per-pixel fit
-            # learn the picture itself as a "stamp" that both copies then carry: count it once.
-            h = picture_hash(image)
-            if any(same_picture(h, o) for o in hashes):
-                twins += 1
-                continue
             images.append(image)
             names.append(str(rel))
-            hashes.append(h)
-        if twins:
-            log.info("%d sampled image(s) left out of the estimate: copies of another sampled picture", twins)
         if len(images) < cfg.min_support:
             continue
+        hashes = [picture_hash(im) for im in images]
         probs = list(predictor.predict_proba(images))
         left = list(range(len(images)))
         one_size = len({im.shape[:2] for im in images}) == 1
@@ -531,6 +539,17 @@ def estimate_folder(input_dir: str | Path, predictor: Any, cfg: StampConfig | No
             if got is None and cfg.shift and one_size:  # the stamp moved between images (other crops)
                 got = _learn(images, probs, names, left, cfg, f"stamp_{len(stamps):02d}", aligned=False)
             if got is None:
+                break
+            # One picture twice (a marked and an unmarked copy, a re-export) lets the per-pixel fit learn
+            # the picture itself as a "stamp" that both copies then carry: the support that counts is
+            # how many different pictures carry it.
+            distinct: list[np.ndarray] = []
+            for k in sorted(got[1]):
+                if not any(same_picture(hashes[k], o) for o in distinct):
+                    distinct.append(hashes[k])
+            if len(distinct) < cfg.min_support:
+                log.info("%s: carried by %d images but only %d different pictures, fewer than %d: not used",
+                         got[0].name, len(got[1]), len(distinct), cfg.min_support)
                 break
             stamps.append(got[0])
             left = [k for k in left if k not in got[1]]
@@ -545,7 +564,7 @@ def _learn(images: list[np.ndarray], probs: list[np.ndarray], names: list[str], 
 
     `aligned`: the images are of one size and the stamp in one place; otherwise they are first
     cut to a common frame found by matching (`align`), and the stamp is put in the frame of the
-    most common size's images.
+    most common size's images among them.
     """
     if len(members) < cfg.min_support:
         return None
