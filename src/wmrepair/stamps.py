@@ -407,10 +407,6 @@ def place(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None
     return None
 
 
-def image_carries(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None) -> bool:
-    return place(image, stamp, cfg) is not None
-
-
 def unstamp(image: np.ndarray, stamp: Stamp, cfg: StampConfig | None = None,
             lossy: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """`image` with the stamp's blend undone and the mask of the pixels that changed, or None when the
