@@ -31,13 +31,19 @@ def _backgrounds(n, seed):
     return [make_background(np.random.default_rng([seed, i]), H, W) for i in range(n)]
 
 
-def _logo_stamp():
+def _centred_logo(h, w):
+    """A white ring logo + word at opacity 0.5, centred on an image of h x w (how stock previews of
+    several aspect ratios carry it)."""
     rng = np.random.default_rng(1)
     font = _font(["DejaVuSans-Bold.ttf"], rng, 40)
-    layer = Image.new("L", (W, H), 0)
-    layer.paste(_logo_layer(rng, 120, font, "PIX"), (260, 150))
-    layer.paste(_text_layer("Pixelstock", font), (200, 290))
-    return np.asarray(layer, np.float32) / 255 * 0.5, np.array([255, 255, 255], np.float32)  # white, opacity 0.5
+    layer = Image.new("L", (w, h), 0)
+    layer.paste(_logo_layer(rng, 120, font, "PIX"), (w // 2 - 60, h // 2 - 90))
+    layer.paste(_text_layer("Pixelstock", font), (w // 2 - 120, h // 2 + 50))
+    return np.asarray(layer, np.float32) / 255 * 0.5
+
+
+def _logo_stamp():
+    return _centred_logo(H, W), np.array([255, 255, 255], np.float32)  # white, opacity 0.5
 
 
 def _tiled_stamp():
@@ -259,17 +265,6 @@ def test_jpeg_inputs_have_only_their_inverted_pixels_smoothed():
 
 
 SIZES = [(480, 640), (432, 640), (480, 720), (540, 720), (400, 600)]  # (height, width)
-
-
-def _centred_logo(h, w):
-    """The logo + word stamp of `_logo_stamp`, centred on an image of h x w (how stock previews of
-    several aspect ratios carry it)."""
-    rng = np.random.default_rng(1)
-    font = _font(["DejaVuSans-Bold.ttf"], rng, 40)
-    layer = Image.new("L", (w, h), 0)
-    layer.paste(_logo_layer(rng, 120, font, "PIX"), (w // 2 - 60, h // 2 - 90))
-    layer.paste(_text_layer("Pixelstock", font), (w // 2 - 120, h // 2 + 50))
-    return np.asarray(layer, np.float32) / 255 * 0.5
 
 
 def test_a_stamp_shared_by_images_of_several_sizes_is_aligned_learnt_and_inverted(tmp_path, detector):
