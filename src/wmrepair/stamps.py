@@ -27,6 +27,7 @@ a simpler estimator of the same model that needs no Poisson solve.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
@@ -88,6 +89,12 @@ class Stamp:
     @property
     def alpha(self) -> np.ndarray:
         return 1.0 - self.b
+
+    @functools.cached_property
+    def outline(self) -> np.ndarray:
+        """The edges of α that `locate` matches against an image's (computed once per stamp: repair
+        locates it on every image that does not carry it at its own place)."""
+        return _edges(self.alpha * 255)
 
     def colour(self) -> np.ndarray:
         """The mark's colour W (0..255) where it has any opacity, else 0."""
@@ -349,7 +356,7 @@ def locate(image: np.ndarray, stamp: Stamp) -> tuple[int, int]:
     if (bh, bw) == (ih, iw):
         return 0, 0
     img_e = _edges(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
-    tpl_e = _edges(stamp.alpha * 255)
+    tpl_e = stamp.outline
     if bh <= ih and bw <= iw:
         return _best_match(img_e, tpl_e)[0]
     best, corner = -2.0, (0, 0)
