@@ -74,6 +74,7 @@ def main(model: str, out: str, specs: list[str], split: str | None = None) -> No
         print(f"{spec or '(config.yaml)':45s} mask IoU {m['mask_iou']:.3f} (per image {m['mask_iou_mean_per_image']:.3f})"
               f"  PSNR {m['psnr_input']:.2f} -> {m['psnr_output']:.2f} dB  SSIM {m['ssim_output']:.3f}"
               f"  unmarked altered {m['clean_altered']}/{m['n_unmarked']}  marked worse {m['marked_worse']}/{m['n_marked']}"
+              f"  untouched {m['marked_untouched']}/{m['n_marked']}"
               f"  {m['seconds']:.0f} s", flush=True)
     (root / "tune.json").write_text(json.dumps(results, indent=1))
 

@@ -37,8 +37,8 @@ def test_interval_of_a_mean_and_too_few_images():
 
 
 def test_harm_figures_on_known_images(tmp_path):
-    """Four images with known truth: an unmarked copy, an unmarked image altered, a marked one
-    repaired, a marked one made worse. The figures follow from the pixels alone."""
+    """Five images with known truth: an unmarked copy, an unmarked image altered, a marked one
+    repaired, a marked one made worse, a marked one missed (copied). The figures follow from the pixels alone."""
     from PIL import Image
 
     from wmrepair.evaluate import evaluate
@@ -49,7 +49,8 @@ def test_harm_figures_on_known_images(tmp_path):
     for d in dirs.values():
         d.mkdir()
     rows = []
-    for name, marked, outcome in (("a", False, "copy"), ("b", False, "alter"), ("c", True, "fix"), ("d", True, "worse")):
+    for name, marked, outcome in (("a", False, "copy"), ("b", False, "alter"), ("c", True, "fix"), ("d", True, "worse"),
+                                  ("e", True, "copy")):
         clean = rng.integers(60, 200, (32, 32, 3), dtype=np.uint8)
         mask = np.zeros((32, 32), bool)
         if marked:
@@ -58,7 +59,7 @@ def test_harm_figures_on_known_images(tmp_path):
         wm[mask] = 255
         out = {"copy": wm, "fix": clean, "alter": np.clip(wm.astype(int) + 20, 0, 255).astype(np.uint8),
                "worse": np.clip(wm.astype(int) - 60, 0, 255).astype(np.uint8)}[outcome]
-        pred = mask.copy() if marked else np.zeros_like(mask)
+        pred = mask.copy() if marked and outcome != "copy" else np.zeros_like(mask)
         if outcome == "alter":
             pred[0:4, 0:8] = True  # 32 false pixels on an unmarked image
         Image.fromarray(clean).save(dirs["clean"] / f"{name}.png")
@@ -70,11 +71,12 @@ def test_harm_figures_on_known_images(tmp_path):
                      "status": "clean" if outcome == "copy" else "ok"})
     write_manifest(rows, tmp_path / "manifest.csv")
     m = evaluate(tmp_path / "manifest.csv", dirs["in"], dirs["clean"], dirs["masks"], dirs["pred"])
-    assert (m["n_marked"], m["n_unmarked"]) == (2, 2)
+    assert (m["n_marked"], m["n_unmarked"]) == (3, 2)
     assert (m["clean_altered"], m["clean_altered_share"]) == (1, 0.5)
-    assert (m["marked_worse"], m["marked_worse_share"]) == (1, 0.5)
+    assert (m["marked_worse"], m["marked_worse_share"]) == (1, pytest.approx(1 / 3))
+    assert (m["marked_untouched"], m["marked_untouched_share"]) == (1, pytest.approx(1 / 3))  # 'e'
     assert m["false_mark_share"] == pytest.approx(32 / (2 * 8 * 24 + 32))  # the pixels predicted on 'b'
-    assert m["mask_iou"] == 1.0  # on the marked images, whose masks are exact
+    assert m["mask_iou"] == pytest.approx(2 / 3)  # exact on 'c' and 'd', nothing found on 'e'
     assert m["worst_psnr_change_db"] < -1 and m["psnr_input"] < 100
     # PSNR/SSIM figures describe the marked images (an unmarked input's PSNR is capped at 100 dB).
     import pandas as pd

@@ -30,7 +30,9 @@ def test_the_shipped_file_loads_weights_only_and_matches_its_card():
     for key in ("data", "train", "code", "hardware", "train_wall_time_s", "config_hash"):
         assert card[key] is not None, key
     assert {"val", "synthetic_test", "real_photos"} <= set(card["metrics"])
-    assert card["train"]["init"] == "scratch"  # it is trained, not fine-tuned from itself
+    assert card["train"]["init"] != "pretrained"  # not fine-tuned from itself
+    overlays = card["made_by"].split("--configfile")[1:]
+    assert overlays and all((ROOT / f.strip()).is_file() for f in overlays), card["made_by"]
 
 
 def test_the_shipped_detector_finds_a_mark_and_leaves_a_plain_picture():

@@ -1,7 +1,7 @@
 import hashlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from wmrepair.imageio import list_images, read_mask
 from wmrepair.synth import SynthConfig, _procedural, add_watermark, make_background, synthesize
@@ -104,6 +104,28 @@ def test_negatives_carry_no_mark_and_scene_elements_belong_to_the_picture(tmp_pa
     img = make_background(rng, 200, 300)
     out = add_scene_elements(img, rng, ["DejaVuSans-Bold.ttf"], ["SIGN"])
     assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+
+
+def test_scene_structures_change_the_pictures_never_the_masks(tmp_path):
+    """structure_fraction: fronds, planks and leaves are drawn into the clean pictures (hard negatives),
+    so the same seed gives other pictures and the very same masks."""
+    base = SynthConfig(seed=4, n_train=12, n_val=1, n_test=4, structure_fraction=0.0)
+    synthesize(tmp_path / "off", base, progress=False)
+    synthesize(tmp_path / "on", SynthConfig(**{**base.__dict__, "structure_fraction": 1.0}), progress=False)
+    for split in ("train", "test"):
+        assert _digest(tmp_path / "on" / split / "masks") == _digest(tmp_path / "off" / split / "masks")
+        changed = [rel for rel in list_images(tmp_path / "on" / split / "clean")
+                   if (tmp_path / "on" / split / "clean" / rel).read_bytes()
+                   != (tmp_path / "off" / split / "clean" / rel).read_bytes()]
+        assert len(changed) == len(list_images(tmp_path / "on" / split / "clean"))
+
+    from wmrepair.synth import STRUCTURES
+
+    img = np.full((200, 300, 3), 128, np.uint8)
+    for name, draw in STRUCTURES.items():
+        im = Image.fromarray(img)
+        draw(ImageDraw.Draw(im), np.random.default_rng(1), *im.size)
+        assert (np.asarray(im) != img).any(axis=-1).mean() > 0.005, name  # each kind draws something
 
 
 def test_own_backgrounds_are_used_for_training_not_for_test(tmp_path):

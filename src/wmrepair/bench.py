@@ -515,6 +515,7 @@ def bench_real(out: Path, quick: bool = False, model: str | None = None, photo_s
           f"unmarked) from Debian wallpapers ({photo_set} set), model {model}, {seconds:.0f} s")
     print(f"  mask IoU (marked) {_fmt(metrics['mask_iou'], '.3f')}; unmarked altered {metrics['clean_altered']}/"
           f"{metrics['n_unmarked']}; marked made worse {metrics['marked_worse']}/{metrics['n_marked']}; "
+          f"marked left untouched {metrics['marked_untouched']}/{metrics['n_marked']}; "
           f"worst PSNR change {_fmt(metrics['worst_psnr_change_db'], '+.2f')} dB; "
           f"predicted mask pixels not mark {_fmt(metrics['false_mark_share'], '.0%')}")
     print(f"  {'style':7s} {'n':>3s} {'altered':>8s} {'worse':>6s} {'IoU':>6s} {'PSNR in -> out':>16s} {'SSIM in -> out':>16s}")

@@ -149,19 +149,23 @@ def evaluate(manifest: str | Path, input_root: str | Path, clean_dir: str | Path
 
 def harm(per_image: pd.DataFrame, counts: np.ndarray | None = None) -> dict[str, Any]:
     """What the repair damaged: unmarked images altered, marked images made worse, the worst PSNR change,
-    and the share of predicted mask pixels that are not mark (`counts`: pooled [tp, fp, fn]).
+    and the share of predicted mask pixels that are not mark (`counts`: pooled [tp, fp, fn]); and what it
+    left: marked images it did not change at all (a missed mark, the price of the image-level gate).
 
     An image is marked or not by its ground-truth mask; without masks these figures are None.
     """
     df = per_image
     out: dict[str, Any] = {"n_marked": None, "n_unmarked": None, "clean_altered": None, "clean_altered_share": None,
                            "marked_worse": None, "marked_worse_share": None, "worst_psnr_change_db": None,
-                           "false_mark_share": None}
+                           "marked_untouched": None, "marked_untouched_share": None, "false_mark_share": None}
     if "marked" not in df or df["marked"].isna().all():
         return out
     judged = df[df["marked"].notna() & df.get("altered", pd.Series(index=df.index, dtype=object)).notna()]
     marked, unmarked = judged[judged["marked"].astype(bool)], judged[~judged["marked"].astype(bool)]
     out.update(n_marked=len(marked), n_unmarked=len(unmarked))
+    if len(marked):
+        out["marked_untouched"] = int((~marked["altered"].astype(bool)).sum())
+        out["marked_untouched_share"] = out["marked_untouched"] / len(marked)
     if len(unmarked):
         out["clean_altered"] = int(unmarked["altered"].astype(bool).sum())
         out["clean_altered_share"] = out["clean_altered"] / len(unmarked)

@@ -78,7 +78,8 @@ def _hardware(device: str) -> dict[str, Any]:
 
 SYNTH_TEST_KEYS = ("n_images", "n_marked", "n_unmarked", "mask_iou", "psnr_input", "psnr_output", "psnr_gain_db",
                    "ssim_input",
-                   "ssim_output", "clean_altered", "marked_worse", "worst_psnr_change_db", "false_mark_share")
+                   "ssim_output", "clean_altered", "marked_worse", "marked_untouched", "worst_psnr_change_db",
+                   "false_mark_share")
 
 
 def measure_real_photos(model: Path, out: Path) -> dict[str, Any]:
@@ -110,12 +111,13 @@ def compact_state_dict(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def ship(model: str | Path, out: str | Path, *, train_summary: str | Path, metrics: str | Path,
-         config: dict[str, Any], bench_dir: str | Path | None = None) -> dict[str, Any]:
+         config: dict[str, Any], bench_dir: str | Path | None = None,
+         made_by: str = "snakemake --cores 8 --resources gpu=1 --configfile config/pretrain.yaml") -> dict[str, Any]:
     """Write `model` (a selected model.pt) as fp16 weights (`compact_state_dict`) at `out`, with its card beside
     it; returns the card.
 
     With `bench_dir`, the written file itself runs the real-photo benchmark there
-    and the card records the result.
+    and the card records the result. `made_by` is the command the card names.
     """
     import torch
 
@@ -132,7 +134,7 @@ def ship(model: str | Path, out: str | Path, *, train_summary: str | Path, metri
     synth = json.loads(Path(metrics).read_text())
     card = {
         "name": "wmrepair shipped detector",
-        "made_by": "snakemake --cores 8 --resources gpu=1 --configfile config/pretrain.yaml",
+        "made_by": made_by,
         "epoch": ck["meta"]["epoch"],
         "model": ck["meta"]["model"],
         "config_hash": ck["meta"].get("config_hash"),

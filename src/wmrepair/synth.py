@@ -305,6 +305,94 @@ def add_scene_elements(img: np.ndarray, rng: np.random.Generator, fonts: list[st
     return np.asarray(im)
 
 
+def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, int, int]:
+    return tuple(int(c) for c in rng.integers(lo, hi, 3))
+
+
+def _fronds(d: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
+    """Illustrated foliage: curved stems with rows of leaflets on both sides (a fern, a branch)."""
+    short = min(w, h)
+    ink = _colour(rng)
+    for _ in range(int(rng.integers(1, 4))):
+        length = rng.uniform(0.25, 0.7) * short
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        ang, bend = rng.uniform(0, 2 * np.pi), rng.uniform(-1.5, 1.5) / length
+        n = int(rng.integers(6, 18))
+        leaf, spread = rng.uniform(0.15, 0.4) * length, rng.uniform(0.5, 1.2)
+        width = max(1, int(length * rng.uniform(0.01, 0.03)))
+        step = length / n
+        for k in range(n):
+            nx, ny = x + step * np.cos(ang), y + step * np.sin(ang)
+            d.line((x, y, nx, ny), fill=ink, width=width)
+            size = leaf * (1 - 0.7 * k / n)
+            for side in (-1, 1):
+                a = ang + side * spread
+                tx, ty = nx + size * np.cos(a), ny + size * np.sin(a)
+                if rng.random() < 0.5:  # a blade: a thin line
+                    d.line((nx, ny, tx, ty), fill=ink, width=max(1, width))
+                else:  # a leaflet: a narrow quadrilateral
+                    ox, oy = -np.sin(a) * size * 0.18, np.cos(a) * size * 0.18
+                    mx, my = (nx + tx) / 2, (ny + ty) / 2
+                    d.polygon([(nx, ny), (mx + ox, my + oy), (tx, ty), (mx - ox, my - oy)], fill=ink)
+            x, y, ang = nx, ny, ang + bend * step
+
+
+def _planks(d: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
+    """Man-made repeats: a deck of planks with dark seams, or a railing of thin posts under a rail."""
+    short = min(w, h)
+    bw, bh = rng.uniform(0.2, 0.8) * w, rng.uniform(0.08, 0.4) * h
+    x0, y0 = rng.uniform(-0.1 * w, w - bw * 0.8), rng.uniform(-0.1 * h, h - bh * 0.8)
+    wood, seam = _colour(rng), _colour(rng, 0, 90)
+    n = int(rng.integers(5, 30))
+    line = max(1, int(short * rng.uniform(0.002, 0.008)))
+    if rng.random() < 0.5:  # deck: seams that crowd together with distance (perspective)
+        d.rectangle((x0, y0, x0 + bw, y0 + bh), fill=wood)
+        t = np.linspace(0, 1, n) ** rng.uniform(1.0, 2.0)
+        slant = rng.uniform(-0.3, 0.3) * bw
+        for v in t:
+            yy = y0 + v * bh
+            d.line((x0, yy, x0 + bw, yy + slant * (v - 0.5) * 0.2), fill=seam, width=line)
+    else:  # railing or pier posts against the sky or water
+        d.line((x0, y0, x0 + bw, y0), fill=seam, width=line * 2)
+        for xx in np.linspace(x0, x0 + bw, n):
+            d.line((xx, y0, xx + rng.uniform(-1, 1) * line, y0 + bh), fill=seam, width=line)
+
+
+def _leaves(d: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
+    """Fallen leaves: pointed shapes of autumn colours with a darker vein and outline."""
+    short = min(w, h)
+    for _ in range(int(rng.integers(3, 20))):
+        r = rng.uniform(0.03, 0.12) * short
+        x, y, a = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, np.pi)
+        fill = (int(rng.integers(120, 256)), int(rng.integers(40, 200)), int(rng.integers(0, 80)))
+        dark = tuple(max(0, c - 80) for c in fill)
+        ca, sa = np.cos(a), np.sin(a)
+        teeth = 0.15 if rng.random() < 0.4 else 0.0  # serrated edges on some leaves
+        pts = []
+        for k in range(16):  # a lens outline
+            t = 2 * np.pi * k / 16
+            rr = r * (1 + teeth * (k % 2))
+            px, py = rr * np.cos(t), 0.4 * rr * np.sin(t)
+            pts.append((x + px * ca - py * sa, y + px * sa + py * ca))
+        d.polygon(pts, fill=fill, outline=dark, width=max(1, int(r * 0.05)))
+        d.line((x - r * ca, y - r * sa, x + r * ca, y + r * sa), fill=dark, width=max(1, int(r * 0.04)))
+
+
+STRUCTURES = {"fronds": _fronds, "planks": _planks, "leaves": _leaves}
+
+
+def add_structures(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Hard negatives of the kinds a detector mistakes for marks on photographs (DEVNOTES): repeated thin
+    strokes that belong to the scene (illustrated fronds, planks and railings, fallen leaves). Opaque, so
+    they stay part of the clean picture and the mask stays 0."""
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    names = list(STRUCTURES)
+    for _ in range(int(rng.integers(1, 3))):
+        STRUCTURES[names[rng.integers(len(names))]](d, rng, *im.size)
+    return np.asarray(im)
+
+
 def _place(canvas: np.ndarray, layer: Image.Image, rng: np.random.Generator) -> None:
     """Max-composite `layer` (coverage 0..255) at a random position, allowed to run off the edge a little."""
     h, w = canvas.shape
@@ -431,6 +519,8 @@ def _write_sample(out: Path, cfg: SynthConfig, plan: SplitPlan, split_id: int, i
     extra = np.random.default_rng([cfg.seed, split_id, i, 2])
     if extra.random() < cfg.scene_fraction:
         clean = add_scene_elements(clean, extra, plan.fonts, plan.words)
+    if cfg.structure_fraction and np.random.default_rng([cfg.seed, split_id, i, 3]).random() < cfg.structure_fraction:
+        clean = add_structures(clean, np.random.default_rng([cfg.seed, split_id, i, 4]))
     if extra.random() < cfg.negative_fraction:  # a negative: no mark at all (mask all 0)
         wm, alpha = clean.copy(), np.zeros((h, w), np.float32)
     else:

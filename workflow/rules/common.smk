@@ -61,6 +61,13 @@ USE_OWN_MODEL = bool(config["model"]["path"])
 SHIP_TO = config["model"].get("ship_to")
 
 
+def made_by():
+    """The command that runs this workflow's configuration (the --configfile overlays in their order), for
+    the shipped detector's card."""
+    overlays = [os.path.relpath(f) for f in workflow.overwrite_configfiles]
+    return " ".join(["snakemake --cores 8 --resources gpu=1", *(f"--configfile {f}" for f in overlays)])
+
+
 def train_data_dir(split):
     """Folder with watermarked/ + masks/ (or clean/) for `split` (train or val)."""
     if USE_SYNTH_TRAIN:

@@ -14,6 +14,7 @@ rule ship_detector:
     params:
         bench=f"{RESULTS}/bench",
         settings=settings_of("data", "train"),
+        made_by=made_by(),
     conda:
         "../envs/wmrepair.yaml"
     script:
