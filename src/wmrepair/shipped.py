@@ -111,8 +111,7 @@ def compact_state_dict(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def ship(model: str | Path, out: str | Path, *, train_summary: str | Path, metrics: str | Path,
-         config: dict[str, Any], bench_dir: str | Path | None = None,
-         made_by: str = "snakemake --cores 8 --resources gpu=1 --configfile config/pretrain.yaml") -> dict[str, Any]:
+         config: dict[str, Any], made_by: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
     """Write `model` (a selected model.pt) as fp16 weights (`compact_state_dict`) at `out`, with its card beside
     it; returns the card.
 
