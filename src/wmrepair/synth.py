@@ -114,6 +114,11 @@ def _backgrounds(own: str | Path | None = None) -> list[np.ndarray]:
     return _BACKGROUND_CACHE[key]
 
 
+def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, int, int]:
+    """A random RGB colour, each channel in [lo, hi)."""
+    return tuple(int(c) for c in rng.integers(lo, hi, 3))
+
+
 def _noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4) -> np.ndarray:
     """Smooth value noise in [0, 1]."""
     out = np.zeros((h, w), np.float32)
@@ -131,14 +136,14 @@ def _noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4) -> np.nda
 
 def _dead_leaves(rng: np.random.Generator, h: int, w: int, detail: float = 1.0) -> np.ndarray:
     """Dead-leaves occlusion model: opaque discs of power-law radii (natural images' statistics)."""
-    im = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    im = Image.new("RGB", (w, h), _colour(rng))
     d = ImageDraw.Draw(im)
     rmin, rmax = max(1.5, 2 * detail), max(h, w) / 3
     for _ in range(int(rng.integers(150, 400))):
         # r ~ r^-3 between rmin and rmax (inverse CDF): scale invariance
         r = 1 / np.sqrt(rng.uniform(1 / rmax**2, 1 / rmin**2))
         x, y = rng.uniform(0, w), rng.uniform(0, h)
-        d.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        d.ellipse((x - r, y - r, x + r, y + r), fill=_colour(rng))
     return np.asarray(im)
 
 
@@ -258,8 +263,8 @@ def _draw_outlined_shapes(im: Image.Image, rng: np.random.Generator, n: int) -> 
     for _ in range(n):
         r = rng.uniform(0.05, 0.3) * min(w, h)
         x, y = rng.uniform(0, w), rng.uniform(0, h)
-        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
-        line = tuple(int(c) for c in rng.integers(0, 60, 3))
+        fill = _colour(rng)
+        line = _colour(rng, 0, 60)
         lw = max(1, int(r * rng.uniform(0.04, 0.12)))
         if rng.random() < 0.5:
             d.ellipse((x - r, y - r * rng.uniform(0.5, 1), x + r, y + r), fill=fill, outline=line, width=lw)
@@ -286,7 +291,7 @@ def add_scene_elements(img: np.ndarray, rng: np.random.Generator, fonts: list[st
             pad = max(2, layer.height // 3)
             pw, ph = layer.width + 2 * pad, layer.height + 2 * pad
             x, y = int(rng.integers(-pw // 4, max(1, w - pw * 3 // 4))), int(rng.integers(-ph // 4, max(1, h - ph * 3 // 4)))
-            panel = tuple(int(c) for c in rng.integers(0, 256, 3))
+            panel = _colour(rng)
             ink = tuple(255 - c if abs(255 - 2 * c) > 80 else (0 if c > 127 else 255) for c in panel)
             d = ImageDraw.Draw(im)
             d.rounded_rectangle((x, y, x + pw, y + ph), radius=pad, fill=panel,
@@ -303,10 +308,6 @@ def add_scene_elements(img: np.ndarray, rng: np.random.Generator, fonts: list[st
                 a = a * (1 - g) + 255 * g
             im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     return np.asarray(im)
-
-
-def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, int, int]:
-    return tuple(int(c) for c in rng.integers(lo, hi, 3))
 
 
 def _fronds(d: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
@@ -519,7 +520,7 @@ def _write_sample(out: Path, cfg: SynthConfig, plan: SplitPlan, split_id: int, i
     extra = np.random.default_rng([cfg.seed, split_id, i, 2])
     if extra.random() < cfg.scene_fraction:
         clean = add_scene_elements(clean, extra, plan.fonts, plan.words)
-    if cfg.structure_fraction and np.random.default_rng([cfg.seed, split_id, i, 3]).random() < cfg.structure_fraction:
+    if np.random.default_rng([cfg.seed, split_id, i, 3]).random() < cfg.structure_fraction:
         clean = add_structures(clean, np.random.default_rng([cfg.seed, split_id, i, 4]))
     if extra.random() < cfg.negative_fraction:  # a negative: no mark at all (mask all 0)
         wm, alpha = clean.copy(), np.zeros((h, w), np.float32)
