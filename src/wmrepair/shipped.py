@@ -1,6 +1,7 @@
 """The detector shipped in the package: where it is, how a path names it, how the workflow writes it.
 
-`config/pretrain.yaml` trains it with the workflow's own rules; its last rule
+`config/pretrain.yaml` trains it with the workflow's own rules and
+`config/pretrain_structure.yaml` fine-tunes that against scene structure; their last rule
 (`ship_detector`) calls `ship`, which stores the weights in fp16 (half the
 bytes, the same masks) beside a card that says how they were made and how
 well they do. Every loader checks the card's sha256 and loads with
@@ -30,7 +31,8 @@ def shipped_model() -> Path:
     if not SHIPPED_MODEL.is_file():
         raise NoShippedModel(f"this install of wmrepair has no shipped detector ({SHIPPED_MODEL}): name a model "
                              "(--model, model.path), train from scratch (train.init: scratch), or produce it with "
-                             "`snakemake --cores 8 --resources gpu=1 --configfile config/pretrain.yaml`")
+                             "`snakemake --cores 8 --resources gpu=1 --configfile config/pretrain.yaml`, then the same with "
+                             "`--configfile config/pretrain_structure.yaml`")
     return SHIPPED_MODEL
 
 
