@@ -135,3 +135,25 @@ def test_scale_factors_are_checked():
     for bad in [(), (0.0, 1.0), (1.0, 5.0)]:
         with pytest.raises(ValueError, match="predict.scales"):
             PredictConfig(scales=bad)
+
+
+def test_the_margin_pass_finds_a_small_line_the_gate_would_leave(colour_detector):
+    """An image below `gate` keeps only its margin bands, and only where they are sure."""
+    img = make_image(600, 1000, seed=6)  # a red box in the middle, outside the bands
+    img[560:566, 700:760] = (255, 0, 0)  # a thin line in the bottom margin: 360 px
+    truth_line = np.zeros(img.shape[:2], bool)
+    truth_line[560:566, 700:760] = True
+
+    def gated(**kw: object) -> np.ndarray:
+        cfg = PredictConfig(gate=0.9999, **kw)  # the red scores 0.99966: below the gate
+        return OptimizedWatermarkPredictor(colour_detector, OptimizationConfig(), cfg).gated_proba([img])[0] > 0.5
+
+    found = gated()
+    assert (found & truth_line).sum() > 0.8 * truth_line.sum()  # the line is found...
+    assert not found[:500].any()  # ...and nothing else: the middle box stays below the gate
+    assert not gated(margin_band=0).any()  # no margin pass: the gate leaves the image
+    assert not gated(margin_pixels=10_000).any()  # a band with too few sure pixels is left too
+    assert not gated(margin_confidence=0.9999).any()
+    with_gate = OptimizedWatermarkPredictor(colour_detector, OptimizationConfig(), PredictConfig(gate=0.99))
+    both = with_gate.gated_proba([img])[0] > 0.5
+    assert both[200:260].any() and both[560:566].any()  # above the gate: the whole map, margins included

@@ -166,7 +166,8 @@ def repair_settings(a: argparse.Namespace):
                             ("pause_interval", rc, "pause_interval"), ("max_iterations", rc, "max_iterations"),
                             ("threshold", rc, "threshold"), ("mask_threshold", pc, "threshold"), ("gate", pc, "gate"),
                             ("refine_diff", rc, "refine_diff"), ("refine_relative", rc, "refine_relative"),
-                            ("max_side", pc, "max_side"), ("scales", pc, "scales")):
+                            ("max_side", pc, "max_side"), ("scales", pc, "scales"),
+                            ("margin_band", pc, "margin_band")):
         if getattr(a, flag) is not None:
             setattr(obj, name, getattr(a, flag))
     if a.no_tta:
@@ -422,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(s, "--threshold", rc, "threshold", type=_fraction)
     setting_flag(s, "--mask-threshold", pc, "threshold", type=_fraction)  # predict.threshold
     setting_flag(s, "--gate", pc, "gate", type=_fraction)
+    setting_flag(s, "--margin-band", pc, "margin_band", type=_fraction, metavar="SHARE")
     setting_flag(s, "--refine-diff", rc, "refine_diff", type=_grey, metavar="LEVELS")
     setting_flag(s, "--refine-relative", rc, "refine_relative", type=_fraction, metavar="SHARE")
     setting_flag(s, "--max-side", pc, "max_side", type=int)

@@ -9,6 +9,9 @@ Overlapping tiles are blended with a linear ramp, so there are no seams, and a
 4000x3000 photo is never squashed to the tile size nor held as one huge tensor.
 With `scales`, a large image is detected at a few neighbouring long sides and
 the probabilities averaged (test-time augmentation, like the mirrored tiles).
+`gated_proba` adds the image-level decisions repair acts on: the `gate`, and a
+second look at the top and bottom margins at twice the scale, where small
+copyright lines sit (cut into low, wide tiles).
 """
 
 from __future__ import annotations
@@ -48,14 +51,17 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def ramp_window(tile: int, overlap: int) -> np.ndarray:
-    """2-D blending weights: 1 inside, a linear ramp over `overlap` pixels at the edges."""
-    w = np.ones(tile, np.float32)
-    if overlap > 0:
-        r = np.linspace(1.0 / (overlap + 1), 1.0, overlap, dtype=np.float32)
-        w[:overlap] = r
-        w[-overlap:] = r[::-1]
-    return np.outer(w, w)
+def ramp_window(tile: int, overlap: int, width: int | None = None) -> np.ndarray:
+    """2-D blending weights (tile x width, default square): 1 inside, a linear ramp over `overlap` pixels at the edges."""
+    def ramp(n: int) -> np.ndarray:
+        w = np.ones(n, np.float32)
+        if 0 < overlap < n:
+            r = np.linspace(1.0 / (overlap + 1), 1.0, overlap, dtype=np.float32)
+            w[:overlap] = r
+            w[-overlap:] = r[::-1]
+        return w
+
+    return np.outer(ramp(tile), ramp(width or tile))
 
 
 @dataclass
@@ -64,7 +70,7 @@ class _Plan:
     orig_hw: tuple[int, int]
     work: np.ndarray  # padded working image (H', W', 3) uint8
     work_hw: tuple[int, int]  # unpadded working size
-    tile: int
+    tile: tuple[int, int]  # (height, width): square, or a strip's
     starts: list[tuple[int, int]]
 
 
@@ -156,7 +162,7 @@ class OptimizedWatermarkPredictor:
         sides = [round(self.cfg.max_side * f) if self.cfg.max_side else 0 for f in self.cfg.scales]
         return list(dict.fromkeys(s if 0 < s < long else 0 for s in sides))
 
-    def _plan(self, index: int, rgb: np.ndarray, max_side: int) -> _Plan:
+    def _plan(self, index: int, rgb: np.ndarray, max_side: int, strip: bool = False) -> _Plan:
         h, w = rgb.shape[:2]
         s = 1.0
         if max_side and max(h, w) > max_side:
@@ -164,13 +170,20 @@ class OptimizedWatermarkPredictor:
         wh, ww = max(1, round(h * s)), max(1, round(w * s))
         work = rgb if s == 1.0 else cv2.resize(rgb, (ww, wh), interpolation=cv2.INTER_AREA)
         fit = [b for b in self.buckets if b >= max(wh, ww)]
-        tile = fit[0] if fit else self.buckets[-1]
-        ph, pw = max(wh, tile), max(ww, tile)
+        side = fit[0] if fit else self.buckets[-1]
+        th = tw = side
+        if strip and wh <= STRIP_HEIGHT:
+            # A margin band: one row of wide, low tiles instead of squares mostly padding
+            # (a 768 x 65 band: one 128 x 768 tile, not four of 256 x 256).
+            th = -(-STRIP_HEIGHT // self.multiple) * self.multiple
+            widths = sorted({b * k for b in self.buckets for k in (1, 2)})
+            tw = next((b for b in widths if b >= ww), widths[-1])
+        ph, pw = max(wh, th), max(ww, tw)
         if (ph, pw) != (wh, ww):
             mode = cv2.BORDER_REFLECT_101 if min(wh, ww) > 1 else cv2.BORDER_REPLICATE
             work = cv2.copyMakeBorder(work, 0, ph - wh, 0, pw - ww, mode)
-        starts = [(y, x) for y in tile_starts(ph, tile, self.cfg.overlap) for x in tile_starts(pw, tile, self.cfg.overlap)]
-        return _Plan(index, (h, w), work, (wh, ww), tile, starts)
+        starts = [(y, x) for y in tile_starts(ph, th, self.cfg.overlap) for x in tile_starts(pw, tw, self.cfg.overlap)]
+        return _Plan(index, (h, w), work, (wh, ww), (th, tw), starts)
 
     # ---- model -------------------------------------------------------------
     @torch.inference_mode()
@@ -209,38 +222,77 @@ class OptimizedWatermarkPredictor:
         tiles share the batches, and an image's passes are averaged.
         """
         with self.analyzer.profile("detect"):
-            passes = [(i, side) for i, im in enumerate(images) for side in self.sides_for(im.shape[:2])]
-            owner = [i for i, _ in passes]
-            plans = [self._plan(k, images[i], side) for k, (i, side) in enumerate(passes)]
-            acc = [np.zeros(p.work.shape[:2], np.float32) for p in plans]
-            wsum = [np.zeros(p.work.shape[:2], np.float32) for p in plans]
-            for tile in sorted({p.tile for p in plans}):
-                win = ramp_window(tile, self.cfg.overlap)
-                jobs = [(p.index, y, x) for p in plans if p.tile == tile for (y, x) in p.starts]
-                work = {p.index: p.work for p in plans}
-
-                def run(batch: list[tuple[int, int, int]], tile: int = tile, work: dict = work) -> list[np.ndarray]:
-                    return self._run_tiles([work[i][y : y + tile, x : x + tile] for i, y, x in batch])
-
-                for (i, y, x), logits in self.batcher.process(jobs, run):
-                    if isinstance(logits, BaseException):
-                        raise logits
-                    acc[i][y : y + tile, x : x + tile] += logits * win
-                    wsum[i][y : y + tile, x : x + tile] += win
-            out: list[np.ndarray | None] = [None] * len(images)
-            for p in plans:
-                wh, ww = p.work_hw
-                logit = acc[p.index][:wh, :ww] / np.maximum(wsum[p.index][:wh, :ww], 1e-6)
-                acc[p.index] = wsum[p.index] = None  # free the working maps as we go
-                prob = 1.0 / (1.0 + np.exp(-logit))
-                if (wh, ww) != p.orig_hw:
-                    prob = cv2.resize(prob, (p.orig_hw[1], p.orig_hw[0]), interpolation=cv2.INTER_LINEAR)
-                i = owner[p.index]
-                out[i] = prob if out[i] is None else out[i] + prob
-            for i, n in Counter(owner).items():
-                out[i] = (out[i] / n).astype(np.float32)
+            out = self._proba(images, [self.sides_for(im.shape[:2]) for im in images])
             self.analyzer.count("detect", len(images))
-            return out  # type: ignore[return-value]
+            return out
+
+    def gated_proba(self, images: list[np.ndarray], probs: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """The maps repair acts on: `predict_proba` with the image-level decisions applied.
+
+        An image below `gate` gets an all-zero map, except for its top and bottom
+        margin bands (`margin_band`), which are detected again at `margin_zoom` times
+        the scale and kept where at least `margin_pixels` of their pixels are sure.
+        `probs`: the images' `predict_proba` maps, when already computed.
+        """
+        probs = self.predict_proba(images) if probs is None else probs
+        out = [p if self.passes_gate(p) else np.zeros_like(p) for p in probs]
+        c = self.cfg
+        bands, where = [], []
+        for i, im in enumerate(images):
+            h, w = im.shape[:2]
+            b = round(h * c.margin_band)
+            if b < 1:
+                continue
+            s = c.margin_zoom * (min(1.0, c.max_side / max(h, w)) if c.max_side else 1.0)
+            size = (max(1, round(w * s)), max(1, round(b * s)))
+            for y in dict.fromkeys((0, h - b)):
+                bands.append(cv2.resize(im[y : y + b], size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC))
+                where.append((i, y, b))
+        if bands:
+            with self.analyzer.profile("detect"):
+                band_probs = self._proba(bands, [[0]] * len(bands), strip=True)
+            for (i, y, b), bp in zip(where, band_probs, strict=True):
+                if int((bp > c.margin_confidence).sum()) >= c.margin_pixels:
+                    bp = cv2.resize(bp, (out[i].shape[1], b), interpolation=cv2.INTER_LINEAR)
+                    np.maximum(out[i][y : y + b], bp, out=out[i][y : y + b])
+        return out
+
+    def _proba(self, images: list[np.ndarray], sides: list[list[int]], strip: bool = False) -> list[np.ndarray]:
+        """Probability maps of `images`, each detected at its `sides` (0 = native) and averaged.
+
+        `strip`: the images are margin bands, cut into low, wide tiles.
+        """
+        passes = [(i, side) for i, im_sides in enumerate(sides) for side in im_sides]
+        owner = [i for i, _ in passes]
+        plans = [self._plan(k, images[i], side, strip) for k, (i, side) in enumerate(passes)]
+        acc = [np.zeros(p.work.shape[:2], np.float32) for p in plans]
+        wsum = [np.zeros(p.work.shape[:2], np.float32) for p in plans]
+        for th, tw in sorted({p.tile for p in plans}):
+            win = ramp_window(th, self.cfg.overlap, tw)
+            jobs = [(p.index, y, x) for p in plans if p.tile == (th, tw) for (y, x) in p.starts]
+            work = {p.index: p.work for p in plans}
+
+            def run(batch: list[tuple[int, int, int]], th: int = th, tw: int = tw, work: dict = work) -> list[np.ndarray]:
+                return self._run_tiles([work[i][y : y + th, x : x + tw] for i, y, x in batch])
+
+            for (i, y, x), logits in self.batcher.process(jobs, run):
+                if isinstance(logits, BaseException):
+                    raise logits
+                acc[i][y : y + th, x : x + tw] += logits * win
+                wsum[i][y : y + th, x : x + tw] += win
+        out: list[np.ndarray | None] = [None] * len(images)
+        for p in plans:
+            wh, ww = p.work_hw
+            logit = acc[p.index][:wh, :ww] / np.maximum(wsum[p.index][:wh, :ww], 1e-6)
+            acc[p.index] = wsum[p.index] = None  # free the working maps as we go
+            prob = 1.0 / (1.0 + np.exp(-logit))
+            if (wh, ww) != p.orig_hw:
+                prob = cv2.resize(prob, (p.orig_hw[1], p.orig_hw[0]), interpolation=cv2.INTER_LINEAR)
+            i = owner[p.index]
+            out[i] = prob if out[i] is None else out[i] + prob
+        for i, n in Counter(owner).items():
+            out[i] = (out[i] / n).astype(np.float32)
+        return out  # type: ignore[return-value]
 
     def passes_gate(self, prob: np.ndarray, confidence: float | None = None) -> bool:
         """The image-level decision: is the image sure enough to carry a mark (`predict.gate`)?"""
@@ -268,7 +320,7 @@ class OptimizedWatermarkPredictor:
                 rgb = np.repeat(rgb[..., None], 3, axis=2)
         prob = self.predict_proba([rgb])[0]
         confidence = image_confidence(prob)
-        mask = prob > self.cfg.threshold if self.passes_gate(prob, confidence) else np.zeros(prob.shape, bool)
+        mask = self.gated_proba([rgb], [prob])[0] > self.cfg.threshold
         return {"mask": mask, "probability": prob, "mask_fraction": float(mask.mean()),
                 "has_watermark": bool(mask.any()), "confidence": confidence,
                 "processing_time": time.perf_counter() - t0}
@@ -277,6 +329,10 @@ class OptimizedWatermarkPredictor:
         """How many tiles an image of `shape` (h, w) is cut into."""
         return sum(len(self._plan(0, np.zeros((*shape, 3), np.uint8), s).starts) for s in self.sides_for(shape))
 
+
+# Margin bands are at most 0.5 x margin_zoom x max_side high at their detection scale (115 px
+# with the defaults' 0.15, 2 and 384), so one tile row of this height holds them.
+STRIP_HEIGHT = 128
 
 # The image-level score reads the most confident pixels only: a corner copyright line covers
 # ~0.2 % of an image, so a whole-image mean would call it unmarked.

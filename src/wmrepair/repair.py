@@ -207,7 +207,10 @@ class RepairEngine:
 
     # ---- images ----------------------------------------------------------
     def repair_image(self, rgb: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Returns (repaired rgb, union of detected masks, inpaint iterations); raises on failure."""
+        """Returns (repaired rgb, union of detected masks, inpaint iterations); raises on failure.
+
+        `prob` is acted on as it is: `predictor.gated_proba` applies the image-level decision.
+        """
         with ThreadPoolExecutor(1) as pool:
             (res, _), = self.repair_images([rgb], [prob], pool)
         if isinstance(res, BaseException):
@@ -230,8 +233,6 @@ class RepairEngine:
         for i, prob in enumerate(probs):
             try:
                 det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component, c.component_confidence)
-                if self.p.cfg.gate and not self.p.passes_gate(prob):
-                    det[:] = False  # the image-level decision: not marked, leave it as it is
                 live[i] = _Pass(rgbs[i], det, np.zeros_like(det), det.copy())
             except Exception as exc:
                 out[i] = exc
@@ -371,7 +372,7 @@ class RepairEngine:
                 ready.append(it)
             except Exception as exc:
                 self._fail(it, exc)
-        probs, share = self._detect([it.image.rgb for it in ready])
+        probs, share = self._detect([it.image.rgb for it in ready], gated=True)
         found = []
         for it, prob in zip(ready, probs, strict=True):
             it.work_s += share
@@ -452,19 +453,23 @@ class RepairEngine:
         it.row.update(height=img.rgb.shape[0], width=img.rgb.shape[1])
         return img
 
-    def _detect(self, rgbs: list[np.ndarray]) -> tuple[list[np.ndarray | BaseException], float]:
+    def _detect(self, rgbs: list[np.ndarray], gated: bool = False) -> tuple[list[np.ndarray | BaseException], float]:
         """Batched detection: (probability map or error per image, each image's share of the time).
 
+        `gated`: the maps with the image-level decisions applied (`gated_proba`), for the
+        first pass; the passes after inpainting look for leftovers of a mark already decided.
         If the batch fails, retry one by one so only bad images fail.
         """
         t0 = time.perf_counter()
-        return self._detect_batch(rgbs), (time.perf_counter() - t0) / max(1, len(rgbs))
+        detect = self.p.gated_proba if gated else self.p.predict_proba
+        return self._detect_batch(rgbs, detect), (time.perf_counter() - t0) / max(1, len(rgbs))
 
-    def _detect_batch(self, rgbs: list[np.ndarray]) -> list[np.ndarray | BaseException]:
+    @staticmethod
+    def _detect_batch(rgbs: list[np.ndarray], detect: Any) -> list[np.ndarray | BaseException]:
         if not rgbs:
             return []
         try:
-            return self.p.predict_proba(rgbs)
+            return detect(rgbs)
         except Exception as exc:
             if len(rgbs) == 1:
                 return [exc]
@@ -472,7 +477,7 @@ class RepairEngine:
         out: list[np.ndarray | BaseException] = []
         for rgb in rgbs:
             try:
-                out.append(self.p.predict_proba([rgb])[0])
+                out.append(detect([rgb])[0])
             except Exception as exc:
                 out.append(exc)
         return out
