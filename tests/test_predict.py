@@ -155,5 +155,8 @@ def test_the_margin_pass_finds_a_small_line_the_gate_would_leave(colour_detector
     assert not gated(margin_pixels=10_000).any()  # a band with too few sure pixels is left too
     assert not gated(margin_confidence=0.9999).any()
     with_gate = OptimizedWatermarkPredictor(colour_detector, OptimizationConfig(), PredictConfig(gate=0.99))
-    both = with_gate.gated_proba([img])[0] > 0.5
+    plain = with_gate.predict_proba([img])[0]
+    kept = plain.copy()
+    both = with_gate.gated_proba([img], [plain])[0] > 0.5
     assert both[200:260].any() and both[560:566].any()  # above the gate: the whole map, margins included
+    np.testing.assert_array_equal(plain, kept)  # the plain map given is not written into

@@ -253,6 +253,8 @@ class OptimizedWatermarkPredictor:
                 band_probs = self._proba(bands, [[0]] * len(bands), strip=True)
             for (i, y, b), bp in zip(where, band_probs, strict=True):
                 if int((bp > c.margin_confidence).sum()) >= c.margin_pixels:
+                    if out[i] is probs[i]:
+                        out[i] = out[i].copy()  # the caller's map stays as it was
                     bp = cv2.resize(bp, (out[i].shape[1], b), interpolation=cv2.INTER_LINEAR)
                     np.maximum(out[i][y : y + b], bp, out=out[i][y : y + b])
         return out
