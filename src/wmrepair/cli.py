@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting_flag(s, "--threshold", rc, "threshold", type=_fraction)
     setting_flag(s, "--mask-threshold", pc, "threshold", type=_fraction)  # predict.threshold
     setting_flag(s, "--gate", pc, "gate", type=_fraction)
-    setting_flag(s, "--margin-band", pc, "margin_band", type=_fraction, metavar="SHARE")
+    setting_flag(s, "--margin-band", pc, "margin_band", type=_number_in(0, 0.5), metavar="SHARE")  # the setting's bounds
     setting_flag(s, "--refine-diff", rc, "refine_diff", type=_grey, metavar="LEVELS")
     setting_flag(s, "--refine-relative", rc, "refine_relative", type=_fraction, metavar="SHARE")
     setting_flag(s, "--max-side", pc, "max_side", type=int)
