@@ -28,11 +28,12 @@ def test_help_explains():
     text = " ".join(p.stdout.split())
     for cls, name in ((PredictConfig, "scales"), (PredictConfig, "max_side"), (PredictConfig, "threshold"),
                       (RepairConfig, "max_iterations"), (RepairConfig, "threshold"), (RepairConfig, "refine_diff"),
-                      (RepairConfig, "refine_relative"), (RepairConfig, "jpeg_quality"),
+                      (RepairConfig, "refine_relative"),
                       (RepairConfig, "image_timeout_s"), (RepairConfig, "pause_interval"),
                       (InpaintConfig, "model"), (TrainConfig, "device")):
         assert " ".join(help_for(cls, name).split()) in text, (cls.__name__, name)
     assert "--config" in text and "(default 95)" in text  # jpeg_quality, as a user reads it
+    assert "repair.keep_jpeg_tables" in text  # --jpeg-quality says what it replaces
     assert run("--help").returncode == 0
 
 
@@ -60,7 +61,7 @@ def test_repair_settings_config_first_then_only_the_flags_given(tmp_path):
     opt, pc, rc, inpaint, optimized = repair_settings(build_parser().parse_args(base))
     assert (pc.max_side, rc.jpeg_quality, rc.image_timeout_s) == (PredictConfig().max_side, RepairConfig().jpeg_quality,
                                                                   RepairConfig().image_timeout_s)
-    assert opt.level == "conservative" and not optimized and inpaint.model == "cv2"
+    assert opt.level == "conservative" and not optimized and inpaint.model == "cv2" and rc.keep_jpeg_tables
     cfg = tmp_path / "my.yaml"
     cfg.write_text(yaml.safe_dump({"optimization": {"level": "aggressive", "model": {"int8": False}},
                                    "predict": {"max_side": 256, "flip_tta": False},
@@ -73,6 +74,7 @@ def test_repair_settings_config_first_then_only_the_flags_given(tmp_path):
             "--conservative"]
     opt, pc, rc, _, _ = repair_settings(build_parser().parse_args(args))
     assert (pc.max_side, rc.jpeg_quality, rc.image_timeout_s, rc.max_iterations) == (512, 80, 9.0, 1)
+    assert not rc.keep_jpeg_tables  # a quality given on the command line is the one JPEGs get
     assert opt.level == "conservative" and opt.model.int8 is False  # the level flag keeps the config's overrides
 
 

@@ -10,7 +10,14 @@ from PIL import Image
 from wmrepair.inpaint import Inpainter, InpaintModelUnavailable, resolve_weights
 from wmrepair.optimization import OptimizationConfig
 from wmrepair.predict import OptimizedWatermarkPredictor
-from wmrepair.repair import RepairConfig, RepairEngine, dilate, postprocess_mask, refine_by_change
+from wmrepair.repair import (
+    RepairConfig,
+    RepairEngine,
+    dilate,
+    keep_along_mark,
+    postprocess_mask,
+    refine_by_change,
+)
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +164,27 @@ def test_clean_image_copied_bit_for_bit_and_alpha_kept(tmp_path, colour_detector
     assert out.mode == "RGBA" and np.asarray(out)[..., 3].max() == 128
 
 
+def test_a_repaired_jpeg_keeps_its_own_tables_so_untouched_pixels_decode_as_before(tmp_path, colour_detector,
+                                                                                 cv2_inpainter):
+    (tmp_path / "in").mkdir()
+    src = tmp_path / "in" / "photo.jpg"
+    Image.fromarray(make_image(96, 128)).save(src, quality=80, subsampling=2)  # 4:2:0, as cameras write
+    before = np.asarray(Image.open(src).convert("RGB")).astype(np.float32)
+    for keep, out in ((True, "out"), (False, "out95")):
+        _engine(colour_detector, cv2_inpainter, keep_jpeg_tables=keep).run(tmp_path / "in", tmp_path / out,
+                                                                          progress=False)
+    kept, q95 = Image.open(tmp_path / "out" / "photo.jpg"), Image.open(tmp_path / "out95" / "photo.jpg")
+    assert kept.quantization == Image.open(src).quantization and q95.quantization != kept.quantization
+    box = np.zeros(before.shape[:2], bool)
+    box[64:] = True  # 16-px blocks below make_image's red box (rows 32-41) and its repair
+
+    def psnr(im):
+        d = np.asarray(im.convert("RGB")).astype(np.float32)[box] - before[box]
+        return 10 * np.log10(255 ** 2 / max((d ** 2).mean(), 1e-10))
+    assert psnr(kept) > 55 and psnr(kept) > psnr(q95) + 5  # the file's own tables: near-idempotent
+    assert (tmp_path / "out" / "photo.jpg").stat().st_size < 1.2 * src.stat().st_size
+
+
 def test_exif_orientation_honoured(tmp_path, colour_detector, cv2_inpainter):
     (tmp_path / "in").mkdir()
     img = Image.fromarray(make_image(60, 100))  # stored landscape
@@ -290,6 +318,33 @@ def test_relative_refinement_follows_each_marks_own_contrast():
     assert keep[25:29, 35:50].all() and keep[29, 35:50].all()  # 20 > 0.25 x 40 and > 16: the soft edge stays
     assert not keep[31].any()  # beyond the rim: never
     assert keep.sum() == 4 * 15 + 4 * 15 + 15
+
+
+def test_painted_pixels_that_did_not_move_the_marks_way_get_their_own_back():
+    """A white mark at 40 % on textured ground, painted as inpainting paints it (a smooth fill over
+    the stroke and a dilated ring): every mark pixel moved darker, the ring's texture every which way."""
+    rng = np.random.default_rng(0)
+    clean = rng.integers(60, 140, (40, 60, 3)).astype(np.float32)
+    stroke = np.zeros((40, 60), bool)
+    stroke[18:22, 10:50] = True
+    before = clean.copy()
+    before[stroke] = 0.6 * clean[stroke] + 0.4 * 255
+    before = before.round().astype(np.uint8)
+    ring = dilate(stroke, 0.05) & ~stroke
+    painted = before.copy()
+    painted[stroke | ring] = 100  # the fill: the texture's mean
+    out = keep_along_mark(before, painted, stroke, 4.0, 7)
+    assert (out[stroke] == 100).all()  # the mark is painted over, each of its pixels lost > 4 levels of white
+    moved_up = ring & (before.astype(int).mean(-1) < 100 - 4)  # painting brightened these: not the mark's way
+    assert moved_up.sum() > 50 and (out[moved_up] == before[moved_up]).all()
+    assert (out[~(stroke | ring)] == before[~(stroke | ring)]).all()
+    err = lambda x: np.abs(x.astype(np.float32) - clean)[ring].mean()  # noqa: E731
+    assert err(out) < 0.7 * err(painted)  # the ring is nearer the clean picture than the fill was
+    # an engine setting: off (null), the fill stays as painted
+    off, _ = refine_by_change(before, painted, stroke, 0, 0.0, along=None)
+    assert off is painted
+    on, keep = refine_by_change(before, painted, stroke, 0, 0.0, along=4.0)
+    assert (on == out).all() and (keep == stroke).all()
 
 
 def test_overlapping_detection_and_inpainting_changes_no_pixel(tmp_path, colour_detector, cv2_inpainter):

@@ -170,6 +170,8 @@ def repair_settings(a: argparse.Namespace):
                             ("margin_band", pc, "margin_band")):
         if getattr(a, flag) is not None:
             setattr(obj, name, getattr(a, flag))
+    if a.jpeg_quality is not None:  # a quality asked for on the command line is the quality JPEGs get
+        rc.keep_jpeg_tables = False
     if a.no_tta:
         pc.flip_tta = False
     for flag, key in (("inpaint_model", "model"), ("model_dir", "model_dir")):
@@ -442,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stamps", metavar="DIR", help="use the stamps in DIR (from `wmrepair stamps estimate`)")
     s.add_argument("--no-verify-model", action="store_true",
                    help="use --model even when it does not match the sha256 of the card (model.json) beside it")
-    setting_flag(s, "--jpeg-quality", rc, "jpeg_quality", type=_int_in(1, 100))
+    s.add_argument("--jpeg-quality", type=_int_in(1, 100), metavar="Q",
+                   help="re-encode repaired JPEGs at this quality (default: each keeps its own quantisation tables, "
+                        "repair.keep_jpeg_tables) and WebP (default 95)")
     setting_flag(s, "--timeout", rc, "image_timeout_s", type=_number_in(1e-3, 1e9, " s"))
     setting_flag(s, "--device", TrainConfig, "device", default=True)
     setting_flag(s, "--threads", TrainConfig, "threads", default=True, type=int)

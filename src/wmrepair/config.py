@@ -231,8 +231,16 @@ class RepairConfig:
                                        "0 = off)", minimum=0, maximum=255)
     refine_relative: float = setting(0.25, "... and by more than this share of the strongest change on the mark "
                                            "nearby (+0.014 mask IoU)", minimum=0, maximum=1)
-    refine_radius: int = setting(7, "'nearby' for refine_relative, in pixels", minimum=1, maximum=100)
-    jpeg_quality: int = setting(95, "JPEG/WebP quality of repaired images", minimum=1, maximum=100)
+    refine_radius: int = setting(7, "'nearby' for refine_relative and refine_along, in pixels", minimum=1, maximum=100)
+    # Then a painted pixel keeps its painted value only where its change points the way its mark's
+    # pixels changed (the mean over the mark within refine_radius px), by more than this: the
+    # texture round and under a mark on busy ground comes back exact (repair.keep_along_mark).
+    refine_along: float | None = setting(4.0, "keep painted only pixels that changed the mark's way by more than "
+                                              "this (grey levels; null = off)", minimum=0, maximum=255)
+    jpeg_quality: int = setting(95, "quality of repaired WebP images, and of JPEGs where keep_jpeg_tables is false", minimum=1, maximum=100)
+    keep_jpeg_tables: bool = setting(True, "write a repaired JPEG with its input's own quantisation tables and "
+                                           "chroma subsampling (its quality and size; the pixels left alone decode "
+                                           "as before); false = re-encode at jpeg_quality")
     skip_existing: bool = setting(True, "resume: keep images the manifest records as done")
     group_size: int = setting(8, "images detected together (tiles batched across them)", minimum=1)
     group_pixels: int = setting(24_000_000, "decoded pixels repaired together: memory follows pixels, not image count",

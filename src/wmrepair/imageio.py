@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, JpegImagePlugin
 
 from wmrepair.files import atomic_write_bytes
 
@@ -68,6 +68,9 @@ class LoadedImage:
     deep: np.ndarray | None = None  # HxW or HxWxC in the file's own dtype when deeper than 8 bits
     deep_range: tuple[float, float] = (0.0, 255.0)  # the deep values that map to 0 and 255 of `rgb`
     palette: Image.Image | None = None  # a P-mode file's palette, to write the same palette back
+    # An RGB JPEG's quantisation tables and chroma subsampling: written back with them, the
+    # pixels a repair left alone decode as they did (re-encoding at quality 95 moved them: 50 dB).
+    jpeg_tables: tuple[dict[int, list[int]], int] | None = None
 
 
 def is_lossy(path: str | Path) -> bool:
@@ -193,8 +196,13 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
             rgb = np.array(im.convert("RGB"))
         else:
             raise UnsupportedImage(f"pixel format {mode} is not supported")
+        tables = None
+        if im0.format == "JPEG" and mode == "RGB" and len(getattr(im0, "quantization", {}) or {}) == 2:
+            sampling = JpegImagePlugin.get_sampling(im0)
+            if sampling in (0, 2) or (sampling == 1 and im.size == im0.size):  # a turned 4:2:2 is no 4:2:2
+                tables = ({k: list(v) for k, v in im0.quantization.items()}, sampling)
     return LoadedImage(rgb=rgb, alpha=alpha, mode=mode, icc_profile=icc, exif=exif, deep=deep,
-                       deep_range=deep_range, palette=palette)
+                       deep_range=deep_range, palette=palette, jpeg_tables=tables)
 
 
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -243,11 +251,13 @@ def _deep_from_view(src: LoadedImage, rgb: np.ndarray) -> np.ndarray:
 def encode_image(
     rgb: np.ndarray, ext: str, alpha: np.ndarray | None = None, mode: str = "RGB",
     jpeg_quality: int = 95, icc_profile: bytes | None = None, source: LoadedImage | None = None,
+    keep_jpeg_tables: bool = True,
 ) -> bytes:
     """Encode in the format that `ext` names, keeping alpha, greyscale, palette, depth and metadata where it can.
 
     With `source` (the decoded input), its mode, alpha, profile, EXIF, palette and
-    bit depth are what is kept.
+    bit depth are what is kept, and with `keep_jpeg_tables` a JPEG's own quantisation
+    tables and chroma subsampling (else `jpeg_quality`).
     """
     fmt = _FORMATS.get(ext.lower())
     if fmt is None:
@@ -273,7 +283,9 @@ def encode_image(
         kwargs["icc_profile"] = icc_profile
     if exif is not None and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         kwargs["exif"] = exif
-    if fmt == "JPEG":
+    if fmt == "JPEG" and keep_jpeg_tables and source is not None and source.jpeg_tables is not None:
+        kwargs.update(qtables=source.jpeg_tables[0], subsampling=source.jpeg_tables[1])
+    elif fmt == "JPEG":
         kwargs.update(quality=jpeg_quality, subsampling=0 if jpeg_quality >= 90 else 2)
     elif fmt == "PNG":
         kwargs.update(compress_level=3)  # level 6 (default) is ~2x slower for ~3% smaller files
