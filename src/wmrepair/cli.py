@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use --model even when it does not match the sha256 of the card (model.json) beside it")
     s.add_argument("--jpeg-quality", type=_int_in(1, 100), metavar="Q",
                    help="re-encode repaired JPEGs at this quality (default: each keeps its own quantisation tables, "
-                        "repair.keep_jpeg_tables) and WebP (default 95)")
+                        f"repair.keep_jpeg_tables) and WebP (default {default_of(rc, 'jpeg_quality')})")
     setting_flag(s, "--timeout", rc, "image_timeout_s", type=_number_in(1e-3, 1e9, " s"))
     setting_flag(s, "--device", TrainConfig, "device", default=True)
     setting_flag(s, "--threads", TrainConfig, "threads", default=True, type=int)
