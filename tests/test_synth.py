@@ -145,3 +145,24 @@ def test_own_backgrounds_are_used_for_training_not_for_test(tmp_path):
             n += int(c[..., 2].mean() - c[..., :2].mean() > 120)  # the user's deep blue
         return n
     assert blue("train") >= 5 and blue("test") == 0
+
+
+def test_artwork_changes_the_pictures_never_the_masks(tmp_path):
+    """artwork_fraction: titles, emblems, icons and light art are printed into the clean pictures (hard
+    negatives, mask 0) from their own random streams, so masks and the other draws stay as they were."""
+    base = SynthConfig(seed=4, n_train=8, n_val=1, n_test=2, artwork_fraction=0.0)
+    synthesize(tmp_path / "off", base, progress=False)
+    synthesize(tmp_path / "on", SynthConfig(**{**base.__dict__, "artwork_fraction": 1.0}), progress=False)
+    for split in ("train", "test"):
+        assert _digest(tmp_path / "on" / split / "masks") == _digest(tmp_path / "off" / split / "masks")
+        clean = list_images(tmp_path / "on" / split / "clean")
+        assert all((tmp_path / "on" / split / "clean" / rel).read_bytes()
+                   != (tmp_path / "off" / split / "clean" / rel).read_bytes() for rel in clean)
+
+    from wmrepair.synth import ARTWORK, TRAIN_FONTS
+
+    img = np.full((200, 300, 3), 128, np.uint8)
+    for name, draw in ARTWORK.items():
+        im = Image.fromarray(img)
+        draw(im, np.random.default_rng(1), TRAIN_FONTS)
+        assert (np.asarray(im) != img).any(axis=-1).mean() > 0.002, name  # each kind draws something

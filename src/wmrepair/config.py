@@ -58,6 +58,9 @@ class SynthConfig:
     structure_fraction: float = setting(0.35, "share of clean pictures given repeated scene strokes (illustrated "
                                              "fronds, planks and railings, fallen leaves) as hard negatives",
                                         minimum=0, maximum=1)
+    artwork_fraction: float = setting(0.0, "share of clean pictures given opaque artwork (titles and release "
+                                           "numbers, a brand's own emblem, app icons, glowing light art) as hard "
+                                           "negatives", minimum=0, maximum=1)
 
 
 @dataclass

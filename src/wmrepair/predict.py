@@ -226,16 +226,19 @@ class OptimizedWatermarkPredictor:
             self.analyzer.count("detect", len(images))
             return out
 
-    def gated_proba(self, images: list[np.ndarray], probs: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    def gated_proba(self, images: list[np.ndarray], probs: list[np.ndarray] | None = None,
+                    confidences: list[float] | None = None) -> list[np.ndarray]:
         """The maps repair acts on: `predict_proba` with the image-level decisions applied.
 
         An image below `gate` gets an all-zero map, except for its top and bottom
         margin bands (`margin_band`), which are detected again at `margin_zoom` times
         the scale and kept where at least `margin_pixels` of their pixels are sure.
-        `probs`: the images' `predict_proba` maps, when already computed.
+        `probs`: the images' `predict_proba` maps, and `confidences` their `image_confidence`, when
+        already computed.
         """
         probs = self.predict_proba(images) if probs is None else probs
-        out = [p if self.passes_gate(p) else np.zeros_like(p) for p in probs]
+        confidences = confidences or [None] * len(probs)
+        out = [p if self.passes_gate(p, conf) else np.zeros_like(p) for p, conf in zip(probs, confidences, strict=True)]
         c = self.cfg
         bands, where = [], []
         for i, im in enumerate(images):
@@ -322,7 +325,7 @@ class OptimizedWatermarkPredictor:
                 rgb = np.repeat(rgb[..., None], 3, axis=2)
         prob = self.predict_proba([rgb])[0]
         confidence = image_confidence(prob)
-        mask = self.gated_proba([rgb], [prob])[0] > self.cfg.threshold
+        mask = self.gated_proba([rgb], [prob], [confidence])[0] > self.cfg.threshold
         return {"mask": mask, "probability": prob, "mask_fraction": float(mask.mean()),
                 "has_watermark": bool(mask.any()), "confidence": confidence,
                 "processing_time": time.perf_counter() - t0}

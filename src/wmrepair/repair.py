@@ -9,6 +9,7 @@ atomic; decoding and encoding run on a small thread pool beside the model.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -118,11 +119,17 @@ def postprocess_mask(prob: np.ndarray, threshold: float = 0.5, min_component: fl
     return keep[labels]
 
 
+@functools.lru_cache(maxsize=16)
+def disc(radius: int) -> np.ndarray:
+    """The elliptic structuring element of `radius` px (built once per radius, read-only)."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    k.setflags(write=False)  # shared by every caller
+    return k
+
+
 def dilate(mask: np.ndarray, fraction: float) -> np.ndarray:
     """Grow the mask so inpainting also covers anti-aliased edges and soft shadows."""
-    r = max(2, round(fraction * max(mask.shape)))
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    return cv2.dilate(mask.astype(np.uint8), k) > 0
+    return cv2.dilate(mask.astype(np.uint8), disc(max(2, round(fraction * max(mask.shape))))) > 0
 
 
 def refine_by_change(before: np.ndarray, painted: np.ndarray, det: np.ndarray, min_diff: float,
@@ -151,8 +158,7 @@ def refine_by_change(before: np.ndarray, painted: np.ndarray, det: np.ndarray, m
         change = cv2.absdiff(before, painted).max(axis=-1)
         keep = change > min_diff
         if relative > 0:
-            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-            strongest = cv2.dilate(np.where(det, change, 0).astype(np.uint8), disc)
+            strongest = cv2.dilate(np.where(det, change, 0).astype(np.uint8), disc(radius))
             keep &= change > relative * strongest
             keep &= cv2.dilate(det.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         else:
@@ -183,8 +189,7 @@ def keep_along_mark(before: np.ndarray, painted: np.ndarray, mark: np.ndarray, t
     ys, xs = np.nonzero(changed)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # work on the changed box only
     moved = changed[y0:y1, x0:x1]
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    n, labels = cv2.connectedComponents(cv2.dilate(moved.astype(np.uint8), disc), connectivity=8)
+    n, labels = cv2.connectedComponents(cv2.dilate(moved.astype(np.uint8), disc(radius)), connectivity=8)
     core = moved & mark[y0:y1, x0:x1]
 
     def change(c: int) -> np.ndarray:  # one channel at a time: a few bytes per pixel, not 12

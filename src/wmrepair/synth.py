@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from tqdm import tqdm
 
 from wmrepair.config import TEST_SIZES, SynthConfig  # noqa: F401 - SynthConfig: part of this module's API
@@ -394,6 +394,114 @@ def add_structures(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(im)
 
 
+# Text that is part of artwork: release numbers, years, titles. Not the watermark words, which stay marks.
+ART_WORDS = ["Welcome", "OPEN", "Summer", "Horizon", "Aurora", "Cafe", "Nebula", "Harbor", "Kinetic", "Zenith"]
+
+
+def _art_word(rng: np.random.Generator) -> str:
+    r = rng.random()
+    if r < 0.35:  # a release number such as 20.04 or 3.2
+        return f"{rng.integers(1, 30)}.{rng.integers(0, 13):02d}" if rng.random() < 0.6 else f"{rng.integers(1, 10)}.{rng.integers(0, 10)}"
+    if r < 0.5:
+        return str(int(rng.integers(1990, 2031)))
+    return ART_WORDS[rng.integers(len(ART_WORDS))]
+
+
+def _paint(im: Image.Image, cover: Image.Image, xy: tuple[int, int], ink: tuple[int, int, int],
+           rng: np.random.Generator) -> None:
+    """Paste `cover` opaque in `ink`, under it (some of the time) a soft glow or a drop shadow, as artwork has."""
+    r = rng.random()
+    if r < 0.35:  # a glow: the shape blurred, in a light or the ink's colour
+        pad = max(2, cover.height // 4)
+        halo = Image.new("L", (cover.width + 2 * pad, cover.height + 2 * pad), 0)
+        halo.paste(cover, (pad, pad))
+        halo = halo.filter(ImageFilter.GaussianBlur(pad / 2))
+        glow = ink if rng.random() < 0.5 else _colour(rng, 150)
+        im.paste(glow, (xy[0] - pad, xy[1] - pad), halo)
+    elif r < 0.55:  # a drop shadow
+        off = max(1, cover.height // 12)
+        im.paste((0, 0, 0), (xy[0] + off, xy[1] + off), cover.filter(ImageFilter.GaussianBlur(off)))
+    im.paste(ink, xy, cover)
+
+
+def _titles(im: Image.Image, rng: np.random.Generator, fonts: list[str]) -> None:
+    """Opaque text drawn into the art itself (no panel): a release number, a year, a title."""
+    w, h = im.size
+    font = _font(fonts, rng, int(min(w, h) * rng.uniform(0.05, 0.2)))
+    layer = _text_layer(_art_word(rng), font)
+    if layer.width > w * 0.9:
+        layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+    ink = (255, 255, 255) if rng.random() < 0.3 else _colour(rng)
+    _paint(im, layer, (int(rng.integers(0, max(1, w - layer.width))), int(rng.integers(0, max(1, h - layer.height)))),
+           ink, rng)
+
+
+def _emblems(im: Image.Image, rng: np.random.Generator, fonts: list[str]) -> None:
+    """A brand's own logo printed opaque in the picture (wallpaper art, a product, a shirt)."""
+    w, h = im.size
+    size = int(min(w, h) * rng.uniform(0.1, 0.35))
+    layer = _logo_layer(rng, size, _font(fonts, rng, size // 2), _art_word(rng))
+    ink = (255, 255, 255) if rng.random() < 0.3 else _colour(rng)
+    _paint(im, layer, (int(rng.integers(0, max(1, w - size))), int(rng.integers(0, max(1, h - size)))), ink, rng)
+
+
+def _icons(im: Image.Image, rng: np.random.Generator, fonts: list[str]) -> None:
+    """UI-like graphics: a grid of app icons (rounded tiles with a white glyph), sometimes on a dock bar."""
+    w, h = im.size
+    d = ImageDraw.Draw(im)
+    s = int(min(w, h) * rng.uniform(0.05, 0.12))
+    gap = int(s * rng.uniform(0.2, 0.8))
+    cols, rows = int(rng.integers(2, 7)), int(rng.integers(1, 4))
+    x0 = int(rng.integers(0, max(1, w - cols * (s + gap))))
+    y0 = int(rng.integers(0, max(1, h - rows * (s + gap))))
+    if rng.random() < 0.4:
+        d.rounded_rectangle((x0 - gap // 2, y0 - gap // 2, x0 + cols * (s + gap) - gap // 2,
+                             y0 + rows * (s + gap) - gap // 2), radius=gap, fill=_colour(rng, 20, 90))
+    glyph_font = _font(fonts, rng, int(s * 0.6))
+    for r in range(rows):
+        for c in range(cols):
+            x, y = x0 + c * (s + gap), y0 + r * (s + gap)
+            d.rounded_rectangle((x, y, x + s, y + s), radius=s // 5, fill=_colour(rng, 30, 230))
+            if rng.random() < 0.5:
+                glyph = _text_layer(chr(int(rng.integers(65, 91))), glyph_font)
+                glyph.thumbnail((int(s * 0.7), int(s * 0.7)))
+                im.paste((255, 255, 255), (x + (s - glyph.width) // 2, y + (s - glyph.height) // 2), glyph)
+            else:
+                m = s // 4
+                d.ellipse((x + m, y + m, x + s - m, y + s - m), outline=(255, 255, 255), width=max(1, s // 12))
+
+
+def _glow_lines(im: Image.Image, rng: np.random.Generator, fonts: list[str]) -> None:
+    """Light art: bright thin curves and outlines with a soft glow (neon, abstract wallpapers)."""
+    w, h = im.size
+    cover = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(cover)
+    lw = max(1, int(min(w, h) * rng.uniform(0.003, 0.012)))
+    for _ in range(int(rng.integers(1, 4))):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        rx, ry = rng.uniform(0.1, 0.6) * w, rng.uniform(0.1, 0.6) * h
+        start = float(rng.uniform(0, 360))
+        d.arc((cx - rx, cy - ry, cx + rx, cy + ry), start, start + float(rng.uniform(60, 360)), fill=255, width=lw)
+    ink = _colour(rng, 160)
+    halo = cover.filter(ImageFilter.GaussianBlur(lw * 3))
+    im.paste(ink, (0, 0), Image.fromarray(np.minimum(255, np.asarray(halo, np.float32) * 3).astype(np.uint8)))
+    im.paste((255, 255, 255) if rng.random() < 0.5 else ink, (0, 0), cover)
+
+
+ARTWORK = {"titles": _titles, "emblems": _emblems, "icons": _icons, "glow": _glow_lines}
+
+
+def add_artwork(img: np.ndarray, rng: np.random.Generator, fonts: list[str]) -> np.ndarray:
+    """Hard negatives that are printed in the picture, opaque (mask 0): titles and release numbers, a brand's
+    own emblem, app icons, glowing light art. Marks let the ground show through (opacity <= alpha_range's top);
+    these do not, which is what tells them apart."""
+    im = Image.fromarray(img)
+    names = list(ARTWORK)
+    for _ in range(int(rng.integers(1, 3))):
+        ARTWORK[names[rng.integers(len(names))]](im, rng, fonts)
+    return np.asarray(im)
+
+
 def _place(canvas: np.ndarray, layer: Image.Image, rng: np.random.Generator) -> None:
     """Max-composite `layer` (coverage 0..255) at a random position, allowed to run off the edge a little."""
     h, w = canvas.shape
@@ -522,6 +630,8 @@ def _write_sample(out: Path, cfg: SynthConfig, plan: SplitPlan, split_id: int, i
         clean = add_scene_elements(clean, extra, plan.fonts, plan.words)
     if np.random.default_rng([cfg.seed, split_id, i, 3]).random() < cfg.structure_fraction:
         clean = add_structures(clean, np.random.default_rng([cfg.seed, split_id, i, 4]))
+    if np.random.default_rng([cfg.seed, split_id, i, 5]).random() < cfg.artwork_fraction:
+        clean = add_artwork(clean, np.random.default_rng([cfg.seed, split_id, i, 6]), plan.fonts)
     if extra.random() < cfg.negative_fraction:  # a negative: no mark at all (mask all 0)
         wm, alpha = clean.copy(), np.zeros((h, w), np.float32)
     else:
