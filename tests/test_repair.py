@@ -366,3 +366,30 @@ def test_overlapping_detection_and_inpainting_changes_no_pixel(tmp_path, colour_
         assert [r["input"] for r in manifest] == [r["input"] for r in rows]
     assert out["on"] == out["off"]
     assert sorted(s for s, _ in out["on"].values()) == ["failed"] + ["ok"] * 7
+
+
+def test_tiled_copies_the_detector_missed_are_repaired_too(colour_detector, cv2_inpainter):
+    """The colour detector sees the red copies of a tiled word, not the blue ones; the grid the red
+    ones lie on marks the blue ones for inpainting (repair.tile_share), and null turns that off."""
+    from test_tiles import _grid
+
+    from wmrepair.config import PredictConfig
+
+    full, copies = _grid()
+    img = np.zeros(full.shape + (3,), np.uint8)
+    img[...] = np.linspace(100, 170, full.shape[1], dtype=np.uint8)[None, :, None]
+    ground = img.copy()
+    rng = np.random.default_rng(3)
+    blue = np.zeros_like(full)
+    for c in copies:
+        if rng.random() < 0.25:
+            blue |= c
+    img[full] = (255, 0, 0)
+    img[blue] = (0, 0, 255)
+    errs = {}
+    for share in (None, 0.5):
+        eng = _engine(colour_detector, cv2_inpainter, PredictConfig(gate=0), tile_share=share, max_iterations=1)
+        out, mask, _ = eng.repair_image(img, eng.p.gated_proba([img])[0])
+        errs[share] = np.abs(out.astype(int) - ground)[blue].mean()
+        assert mask[full & ~blue].mean() > 0.9
+    assert errs[None] > 60 and errs[0.5] < 10, errs

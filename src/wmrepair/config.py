@@ -240,6 +240,10 @@ class RepairConfig:
     # texture round and under a mark on busy ground comes back exact (repair.keep_along_mark).
     refine_along: float | None = setting(4.0, "keep painted only pixels that changed the mark's way by more than "
                                               "this (grey levels; null = off)", minimum=0, maximum=255)
+    # A tiled mark repeats one unit on a grid: where the detected mask does, the copies the detector
+    # missed are marked too (repair.complete_tiles), before the first inpainting round.
+    tile_share: float | None = setting(0.5, "mark a pixel that at least this share of its copies on a detected "
+                                             "tiled mark's grid are marked (null = off)", minimum=0.05, maximum=1)
     jpeg_quality: int = setting(95, "quality of repaired WebP images, and of JPEGs where keep_jpeg_tables is false", minimum=1, maximum=100)
     keep_jpeg_tables: bool = setting(True, "write a repaired JPEG with its input's own quantisation tables and "
                                            "chroma subsampling (its quality and size; the pixels left alone decode "

@@ -57,6 +57,7 @@ from wmrepair.memory import MemoryManager, is_oom_error
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.profiling import PerformanceAnalyzer
 from wmrepair.stamps import Stamp, StampConfig, unstamp
+from wmrepair.tiles import complete_tiles
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,9 @@ class RepairEngine:
         for i, prob in enumerate(probs):
             try:
                 det = postprocess_mask(prob, self.p.cfg.threshold, c.min_component, c.component_confidence)
+                if c.tile_share is not None:
+                    with self.analyzer.profile("tiles"):
+                        det = complete_tiles(det, c.tile_share)
                 live[i] = _Pass(rgbs[i], det, np.zeros_like(det), det.copy())
             except Exception as exc:
                 out[i] = exc

@@ -424,13 +424,19 @@ def _paint(im: Image.Image, cover: Image.Image, xy: tuple[int, int], ink: tuple[
     im.paste(ink, xy, cover)
 
 
+def _fit_width(layer: Image.Image, w: int, limit: float) -> Image.Image:
+    """`layer` shrunk to 90 % of the picture's width `w` where it is wider than `limit` of it."""
+    if layer.width > w * limit:
+        layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+    return layer
+
+
 def _titles(im: Image.Image, rng: np.random.Generator, fonts: list[str]) -> None:
     """Opaque text drawn into the art itself (no panel): a release number, a year, a title."""
     w, h = im.size
     font = _font(fonts, rng, int(min(w, h) * rng.uniform(0.05, 0.2)))
     layer = _text_layer(_art_word(rng), font)
-    if layer.width > w * 0.9:
-        layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+    layer = _fit_width(layer, w, 0.9)
     ink = (255, 255, 255) if rng.random() < 0.3 else _colour(rng)
     _paint(im, layer, (int(rng.integers(0, max(1, w - layer.width))), int(rng.integers(0, max(1, h - layer.height)))),
            ink, rng)
@@ -552,8 +558,7 @@ def add_watermark(
         if kind == "corner":  # a small copyright line near a corner
             font = _font(fonts, rng, int(short * rng.uniform(0.03, 0.06)))
             layer = _text_layer(f"\u00a9 {text}", font)
-            if layer.width > w * 0.9:
-                layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+            layer = _fit_width(layer, w, 0.9)
             m = int(short * rng.uniform(0.01, 0.05))
             y = m if rng.random() < 0.3 else h - layer.height - m
             x = m if rng.random() < 0.5 else w - layer.width - m
@@ -561,15 +566,13 @@ def add_watermark(
         elif kind == "outlined":  # hollow letters: only the outline is the mark
             font = _font(fonts, rng, int(short * rng.uniform(0.08, 0.2)))
             layer = _text_layer(text, font, stroke=max(1, font.size // 18), hollow=True)
-            if layer.width > w * 0.95:
-                layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+            layer = _fit_width(layer, w, 0.95)
             layer = layer.rotate(float(rng.uniform(-30, 30)), expand=True, resample=Image.BICUBIC)
             _place(cov, layer, rng)
         elif kind == "text":
             font = _font(fonts, rng, int(short * rng.uniform(0.06, 0.18)))
             layer = _text_layer(text, font, stroke=int(rng.integers(0, 2)))
-            if layer.width > w * 0.95:
-                layer = layer.resize((int(w * 0.9), max(1, int(layer.height * w * 0.9 / layer.width))))
+            layer = _fit_width(layer, w, 0.95)
             layer = layer.rotate(float(rng.uniform(-35, 35)), expand=True, resample=Image.BICUBIC)
             _place(cov, layer, rng)
         elif kind == "tiled":
