@@ -170,6 +170,7 @@ _STAGE_ADVICE = {
     "train_step": "mixed precision and channels_last (optimization.level: balanced/aggressive)",
     "detect": "raise batch size, enable bf16/fp16 autocast or torch.compile",
     "inpaint": "inpainting dominates: use the cv2 model for speed, or a GPU for LaMa",
+    "tiles": "finding tiled marks' grids: repair.tile_share: null turns it off",
     **{stage: advice for stages, _, advice in _IO_FINDINGS for stage in stages},
 }
 
