@@ -54,23 +54,25 @@ def _parabola(a: float, b: float, c: float) -> float:
     return 0.0 if d >= 0 else float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
 
 
-def _between_groups(m: np.ndarray) -> tuple[np.ndarray, int]:
-    """Autocorrelation of `m` counting only pairs of pixels in different groups (zero lag at the
-    centre), and the number of groups."""
+def _groups(m: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(number of groups, labels, stats): pixels within JOIN px of each other are one group."""
+    k = np.ones((2 * JOIN + 1, 2 * JOIN + 1), np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate((m > 0).astype(np.uint8), k), connectivity=8)
+    return n - 1, labels, stats
+
+
+def _between_groups(m: np.ndarray, labels: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Autocorrelation of `m` counting only pairs of pixels in different groups, zero lag at the centre."""
     h, w = m.shape
     shape = (2 * h, 2 * w)
     s = _autocorr(m, shape)
-    k = np.ones((2 * JOIN + 1, 2 * JOIN + 1), np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate((m > 0).astype(np.uint8), k), connectivity=8)
-    if n - 1 < MIN_GROUPS:
-        return s, n - 1
-    for g in range(1, n):
+    for g in range(1, len(stats)):
         x0, y0, bw, bh = stats[g, :4]
         own = np.where(labels[y0:y0 + bh, x0:x0 + bw] == g, m[y0:y0 + bh, x0:x0 + bw], 0)
         sg = _autocorr(own, (2 * bh, 2 * bw))
         dys, dxs = np.r_[0:bh, -bh + 1:0], np.r_[0:bw, -bw + 1:0]  # the lags sg holds, in its own layout
         s[np.ix_(dys % shape[0], dxs % shape[1])] -= sg[np.ix_(dys % (2 * bh), dxs % (2 * bw))]
-    return np.fft.fftshift(s), n - 1
+    return np.fft.fftshift(s)
 
 
 def _overlap(m: np.ndarray, dy: int, dx: int) -> float:
@@ -102,9 +104,10 @@ def find_lattice(mask: np.ndarray) -> Lattice | None:
     total = float((small * small).sum())
     if total == 0:
         return None
-    s, groups = _between_groups(small)
-    if groups < MIN_GROUPS:
+    groups, labels, stats = _groups(small)
+    if groups < MIN_GROUPS:  # most masks: decided before any FFT
         return None
+    s = _between_groups(small, labels, stats)
     dy = np.arange(-hh, hh)[:, None]
     dx = np.arange(-ww, ww)[None, :]
     pairs = np.clip(hh - np.abs(dy), 0, None) * np.clip(ww - np.abs(dx), 0, None)
@@ -139,12 +142,12 @@ def find_lattice(mask: np.ndarray) -> Lattice | None:
     # A brick grid (rows offset by half a step) seen through a partial mask can give two vectors of
     # twice its cell: a half-way shift that recurs as strongly is then the grid's own vector.
     for _ in range(2):
-        for half, keep in ((t1 / 2, t2), (t2 / 2, t1), ((t1 + t2) / 2, t1), ((t1 - t2) / 2, t1)):
-            h_ = np.array(_refine(m, half, 1))
-            r_h = _overlap(m, *np.round(h_).astype(int)) / per_pixel
-            if np.hypot(*h_) >= 2 * JOIN / scale and r_h >= STRONG * min(strength):
-                t1, t2 = sorted((h_, keep), key=lambda t: float(np.hypot(*t)))
-                strength = [r_h, min(strength)]
+        for guess, other in ((t1 / 2, t2), (t2 / 2, t1), ((t1 + t2) / 2, t1), ((t1 - t2) / 2, t1)):
+            half = np.array(_refine(m, guess, 1))
+            r_half = _overlap(m, *np.round(half).astype(int)) / per_pixel
+            if np.hypot(*half) >= 2 * JOIN / scale and r_half >= STRONG * min(strength):
+                t1, t2 = sorted((half, other), key=lambda t: float(np.hypot(*t)))
+                strength = [r_half, min(strength)]
                 break
         else:
             break
