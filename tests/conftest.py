@@ -62,3 +62,37 @@ def build_tiny_caches(root: Path, n_train: int, n_val: int, size: int) -> Path:
         c, _ = build_cache(root / "d" / split, root / "c" / split, size=size, progress=False)
         c.write_index(root / "c" / split / "index.json")
     return root / "c"
+
+
+def _tiled_unit():
+    from PIL import Image, ImageDraw, ImageFont
+
+    unit = Image.new("L", (70, 16), 0)
+    # Strokes 3 px wide, as the detector's masks are (one-pixel strokes differ copy to copy by rasterising)
+    ImageDraw.Draw(unit).text((2, 1), "PROOF", fill=255, font=ImageFont.load_default(14), stroke_width=1, stroke_fill=255)
+    return unit
+
+
+def tiled_grid(h: int = 360, w: int = 480, angle: float = 30.0, gx: int = 96,
+               gy: int = 40) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A brick grid of one word, rotated and cut to h x w (as stock sites tile), and each copy's own mask."""
+    from PIL import Image
+
+    unit = _tiled_unit()
+    big = 2 * (h + w)
+    copies = []
+    for row, y in enumerate(range(0, big, gy)):
+        for x in range(-(row % 2) * gx // 2, big, gx):
+            one = Image.new("L", (big, big), 0)
+            one.paste(unit, (x, y))
+            one = one.rotate(angle, resample=Image.NEAREST)
+            cut = np.asarray(one)[(big - h) // 2:(big - h) // 2 + h, (big - w) // 2:(big - w) // 2 + w] > 127
+            if cut.any():  # copies cut by the border too: the grid runs on past it
+                copies.append(cut)
+    return np.any(copies, axis=0), copies
+
+
+@pytest.fixture(scope="session")
+def grid() -> tuple[np.ndarray, list[np.ndarray]]:
+    """tiled_grid() built once for the tests that need it."""
+    return tiled_grid()

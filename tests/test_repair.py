@@ -368,14 +368,12 @@ def test_overlapping_detection_and_inpainting_changes_no_pixel(tmp_path, colour_
     assert sorted(s for s, _ in out["on"].values()) == ["failed"] + ["ok"] * 7
 
 
-def test_tiled_copies_the_detector_missed_are_repaired_too(colour_detector, cv2_inpainter):
+def test_tiled_copies_the_detector_missed_are_repaired_too(colour_detector, cv2_inpainter, grid):
     """The colour detector sees the red copies of a tiled word, not the blue ones; the grid the red
     ones lie on marks the blue ones for inpainting (repair.tile_share), and null turns that off."""
-    from test_tiles import _grid
-
     from wmrepair.config import PredictConfig
 
-    full, copies = _grid()
+    full, copies = grid
     img = np.zeros(full.shape + (3,), np.uint8)
     img[...] = np.linspace(100, 170, full.shape[1], dtype=np.uint8)[None, :, None]
     ground = img.copy()

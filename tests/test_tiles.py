@@ -9,34 +9,6 @@ from wmrepair.tiles import complete_tiles, find_lattice
 H, W = 360, 480
 
 
-def _unit() -> Image.Image:
-    unit = Image.new("L", (70, 16), 0)
-    # Strokes 3 px wide, as the detector's masks are (one-pixel strokes differ copy to copy by rasterising)
-    ImageDraw.Draw(unit).text((2, 1), "PROOF", fill=255, font=ImageFont.load_default(14), stroke_width=1, stroke_fill=255)
-    return unit
-
-
-def _grid(angle: float = 30.0, gx: int = 96, gy: int = 40) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A brick grid of one word, rotated and cut to H x W (as stock sites tile), and each copy's own mask."""
-    unit = _unit()
-    big = 2 * (H + W)
-    copies = []
-    for row, y in enumerate(range(0, big, gy)):
-        for x in range(-(row % 2) * gx // 2, big, gx):
-            one = Image.new("L", (big, big), 0)
-            one.paste(unit, (x, y))
-            one = one.rotate(angle, resample=Image.NEAREST)
-            cut = np.asarray(one)[(big - H) // 2:(big - H) // 2 + H, (big - W) // 2:(big - W) // 2 + W] > 127
-            if cut.any():  # copies cut by the border too: the grid runs on past it
-                copies.append(cut)
-    return np.any(copies, axis=0), copies
-
-
-@pytest.fixture(scope="module")
-def grid():
-    return _grid()
-
-
 def test_the_grid_is_found_from_the_copies_detected(grid):
     full, copies = grid
     rng = np.random.default_rng(0)
