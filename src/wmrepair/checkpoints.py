@@ -144,7 +144,7 @@ def save_model(model: UNet, path: str | Path, **meta: Any) -> None:
     atomic_save({"state_dict": model.state_dict(), "meta": {"model": model_config_dict(model), **meta}}, path)
 
 
-MAX_PARAMS = 50_000_000  # the shipped UNet has ~0.3 M; a file declaring more is not a detector of ours
+MAX_PARAMS = 50_000_000  # the shipped UNet has ~1.5 M; a file declaring more is not a detector of ours
 
 
 class ModelCardMismatch(ValueError):

@@ -9,7 +9,6 @@ atomic; decoding and encoding run on a small thread pool beside the model.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import os
@@ -54,6 +53,7 @@ from wmrepair.manifest import (  # noqa: F401 - MANIFEST_FIELDS and write_manife
     write_manifest,
 )
 from wmrepair.memory import MemoryManager, is_oom_error
+from wmrepair.morphology import disc
 from wmrepair.predict import OptimizedWatermarkPredictor
 from wmrepair.profiling import PerformanceAnalyzer
 from wmrepair.stamps import Stamp, StampConfig, unstamp
@@ -118,14 +118,6 @@ def postprocess_mask(prob: np.ndarray, threshold: float = 0.5, min_component: fl
         np.maximum.at(peak, labels[on], prob[on].astype(np.float32))
         keep &= peak >= component_confidence
     return keep[labels]
-
-
-@functools.lru_cache(maxsize=16)
-def disc(radius: int) -> np.ndarray:
-    """The elliptic structuring element of `radius` px (built once per radius, read-only)."""
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    k.setflags(write=False)  # shared by every caller
-    return k
 
 
 def dilate(mask: np.ndarray, fraction: float) -> np.ndarray:

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from wmrepair.files import atomic_write_bytes
+from wmrepair.morphology import disc
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +265,7 @@ def _estimate(images: list[np.ndarray], probs: list[np.ndarray], cfg: StampConfi
     core = (np.mean(probs, axis=0) > cfg.presence) | shared_edges(images, cfg.edge)
     if core.sum() < 16:
         return None
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.grow + 1, 2 * cfg.grow + 1))
-    region_full = cv2.dilate(core.astype(np.uint8), k) > 0
+    region_full = cv2.dilate(core.astype(np.uint8), disc(cfg.grow)) > 0
     y0, x0, y1, x1 = _box(region_full, cfg.radius + 2)
     region = region_full[y0:y1, x0:x1]
     crops = np.stack([im[y0:y1, x0:x1] for im in images])

@@ -154,6 +154,12 @@ def find_lattice(mask: np.ndarray) -> Lattice | None:
     return Lattice(tuple(t1), tuple(t2), (strength[0], strength[1]))
 
 
+def _inside(p: np.ndarray, n: int) -> np.ndarray:
+    """How much of a bilinear sample at positions `p` falls inside 0..n-1 (the warp's zero border):
+    the share of each copy that lies in the picture, one axis at a time (a shift is separable)."""
+    return np.clip(np.minimum(p + 1, n - p), 0, 1)
+
+
 def complete_tiles(mask: np.ndarray, share: float, lattice: Lattice | None = None) -> np.ndarray:
     """`mask` plus every pixel that at least `share` of its lattice copies (up to REACH steps) mark.
 
@@ -166,9 +172,9 @@ def complete_tiles(mask: np.ndarray, share: float, lattice: Lattice | None = Non
     scale = min(1.0, float(np.sqrt(VOTE_PIXELS / (h * w))))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     m = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) if scale < 1 else mask.astype(np.float32)
-    ones = np.ones_like(m)
     votes, seen = np.zeros_like(m), np.zeros_like(m)
     t1, t2 = np.array(lat.t1) * scale, np.array(lat.t2) * scale
+    ys, xs = np.arange(size[1], dtype=np.float32), np.arange(size[0], dtype=np.float32)
     for i in range(-REACH, REACH + 1):
         for j in range(-REACH, REACH + 1):
             if i == j == 0:
@@ -177,7 +183,7 @@ def complete_tiles(mask: np.ndarray, share: float, lattice: Lattice | None = Non
             to = np.float32([[1, 0, dx], [0, 1, dy]])  # sample each pixel's copy at x + shift
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
             votes += cv2.warpAffine(m, to, size, flags=flags, borderValue=0)
-            seen += cv2.warpAffine(ones, to, size, flags=flags, borderValue=0)
+            seen += np.outer(_inside(ys + dy, size[1]), _inside(xs + dx, size[0]))
     # At least 3 copies inside the picture: at an edge, one or two copies are too few to vote.
     fill = (votes >= share * np.maximum(seen, 1e-6)) & (seen >= 2.5)
     if scale < 1:
