@@ -12,33 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out/gpu}
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-T0=$(date +%s)
-declare -A RC
-
-step() {  # step NAME SECONDS CMD...: run, keep the log, record the exit status
-  local name=$1 limit=$2
-  shift 2
-  echo "== $name (limit ${limit}s)"
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-  RC[$name]=$?
-  tail -n 15 "$OUT/$name.log"
-}
-
-install() {
-  if [ -d .whl ]; then  # offline: wheels carried beside the tree
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || return 1
-    export PYTHONPATH=/tmp/site:$PWD/src
-  else
-    grep -v -E '^(torch|onnxruntime)==' requirements.txt >/tmp/req-gpu.txt
-    $PY -m pip install -q -r /tmp/req-gpu.txt || return 1
-    $PY -m pip install -q onnxruntime-gpu || echo "onnxruntime-gpu not installable: the ONNX Runtime rows will say so"
-    $PY -m pip install -q --no-deps iopaint==1.6.0 || return 1
-    $PY -m pip install -q --no-deps -e . || return 1
-  fi
-  $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
-}
+source benchmarks/gpu_common.sh
 
 step install 240 install
 export PYTHONPATH=${PYTHONPATH:-}:$PWD/src PYTHONUNBUFFERED=1
@@ -56,24 +30,12 @@ repair: {chunk_size: 24}
 EOF
 step workflow 120 $PY -m snakemake --cores 16 --resources gpu=1 --configfile config/config.yaml "$WF/gpu.yaml"
 
-$PY - "$OUT" "$WF" "$(( $(date +%s) - T0 ))" \
-  "install=${RC[install]} tests_gpu=${RC[tests_gpu]} bench_predict=${RC[bench_predict]} bench_repair=${RC[bench_repair]} workflow=${RC[workflow]}" <<'EOF'
-import json, sys
+$PY - "$OUT" "$WF" "$(( $(date +%s) - T0 ))" "$(statuses)" <<'EOF'
+import sys
 from pathlib import Path
-out, wf, seconds, rcs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-def load(p):
-    try:
-        return json.loads(Path(p).read_text())
-    except (OSError, ValueError):
-        return None
-summary = {"seconds": seconds, "exit_status": dict(kv.split("=") for kv in rcs.split()),
-           "predict": load(out / "predict.json"), "repair": load(out / "repair.json"),
-           "workflow_performance": sorted(str(p) for p in (wf / "results/repair/manifests").glob("*.performance.json"))}
-try:
-    import torch
-    summary["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-except Exception as exc:
-    summary["gpu"] = f"unknown ({exc})"
-(out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-print(json.dumps({k: summary[k] for k in ("seconds", "exit_status", "gpu")}))
+sys.path.insert(0, "benchmarks")
+from gpu_summary import load, write
+out, wf = Path(sys.argv[1]), Path(sys.argv[2])
+write(out, int(sys.argv[3]), sys.argv[4], predict=load(out / "predict.json"), repair=load(out / "repair.json"),
+      workflow_performance=sorted(str(p) for p in (wf / "results/repair/manifests").glob("*.performance.json")))
 EOF
