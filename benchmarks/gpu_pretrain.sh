@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train a candidate shipped detector on one GPU: both stages of config/pretrain.yaml and
-# config/pretrain_structure.yaml, with a wider UNet and a larger set, in one command under 9 minutes.
+# config/pretrain_structure.yaml, with a wider UNet and a larger set, sized for one device command
+# (at most 10 minutes).
 # Nothing is shipped: the two selected models (fp32) and their figures come back in $OUT, and the
 # choice is made afterwards on the real-photo dev set, here on the CPU:
 #   python benchmarks/tune_repair.py $OUT/stage2.pt OUT --split benchmarks/out/real_dev/real_dev/data ''
