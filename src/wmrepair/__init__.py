@@ -20,7 +20,7 @@ def __getattr__(name: str):
         "OptimizedTrainer": "wmrepair.train", "TrainConfig": "wmrepair.config",
         "OptimizedWatermarkPredictor": "wmrepair.predict", "PredictConfig": "wmrepair.config",
         "RepairEngine": "wmrepair.repair", "RepairConfig": "wmrepair.config",
-        "Inpainter": "wmrepair.inpaint", "UNet": "wmrepair.model",
+        "Inpainter": "wmrepair.inpaint", "UNet": "wmrepair.model", "widen": "wmrepair.widen",
     }
     if name in lazy:
         import importlib
@@ -35,5 +35,5 @@ __all__ = [
     "OptimizedTrainer", "OptimizedWatermarkPredictor", "PerformanceAnalyzer", "PredictConfig",
     "RepairConfig", "RepairEngine", "ResourceMonitor", "TrainConfig", "Inpainter", "UNet",
     "adapt_to_hardware", "create_optimization_manager", "is_oom_error", "memory_optimized",
-    "performance_profile",
+    "performance_profile", "widen",
 ]

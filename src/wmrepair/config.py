@@ -142,7 +142,8 @@ class TrainConfig:
     # Fine-tuning the shipped detector beats training from scratch in the same budget on both synthetic
     # dev splits and the real-photo dev set (DEVNOTES, the shipped detector).
     init: str = setting("pretrained", "starting weights: scratch (random), pretrained (the shipped detector, "
-                                   "fine-tuned), or the path of a wmrepair .pt", min_length=1)
+                                   "fine-tuned), or the path of a wmrepair .pt (same architecture, or "
+                                   "the same with a larger base_channels: widened first)", min_length=1)
     model: dict = setting(doc="the detector's architecture", factory=lambda: asdict(UNetConfig()),
                           schema_of=UNetConfig)
 

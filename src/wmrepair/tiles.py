@@ -36,11 +36,10 @@ REFINE_SIDE = 1536  # vectors are refined on the mask's centre of at most this s
 
 @dataclass(frozen=True)
 class Lattice:
-    """Two lattice vectors (dy, dx) in full-size pixels, and their peak strengths."""
+    """Two lattice vectors (dy, dx) in full-size pixels."""
 
     t1: tuple[float, float]
     t2: tuple[float, float]
-    strength: tuple[float, float]
 
 
 def _autocorr(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -151,7 +150,7 @@ def find_lattice(mask: np.ndarray) -> Lattice | None:
                 break
         else:
             break
-    return Lattice(tuple(t1), tuple(t2), (strength[0], strength[1]))
+    return Lattice(tuple(t1), tuple(t2))
 
 
 def _inside(p: np.ndarray, n: int) -> np.ndarray:

@@ -101,12 +101,14 @@ def config_hash(*parts: Any) -> str:
 def initial_model(cfg: TrainConfig) -> tuple[UNet, str]:
     """The network `cfg.model` describes, with the weights `cfg.init` names; returns it and their sha256.
 
-    Fine-tuning needs the same architecture: a different `train.model` is refused
-    with what to change, not silently trained from scratch.
+    Fine-tuning needs the same architecture, or the same one wider (the weights are
+    then widened without changing what they compute, `wmrepair.widen`): any other
+    `train.model` is refused with what to change, not silently trained from scratch.
     """
     from wmrepair.checkpoints import load_model, sha256_file
     from wmrepair.model import model_config_dict
     from wmrepair.shipped import init_weights
+    from wmrepair.widen import widen
 
     model = build_model(cfg.model)
     path = init_weights(cfg.init)
@@ -114,6 +116,10 @@ def initial_model(cfg: TrainConfig) -> tuple[UNet, str]:
         return model, ""
     pre, _ = load_model(path)
     have, want = model_config_dict(pre), model_config_dict(model)
+    if have != want and {**have, "base_channels": want["base_channels"]} == want \
+            and want["base_channels"] > have["base_channels"]:
+        log.info("widening %s from base_channels %d to %d", path, have["base_channels"], want["base_channels"])
+        pre, have = widen(pre, want["base_channels"], seed=cfg.seed), want
     if have != want:
         diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
         raise ValueError(f"train.init: {path} is another network than train.model asks for "
