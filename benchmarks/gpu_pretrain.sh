@@ -7,6 +7,7 @@
 #   python benchmarks/tune_repair.py $OUT/stage2.pt OUT --split benchmarks/out/real_dev/real_dev/data ''
 #   bash benchmarks/gpu_pretrain.sh                  # defaults below; each is an environment variable
 #   WIDTH=32 N_TRAIN=12000 bash benchmarks/gpu_pretrain.sh
+#   INIT1=pretrained EPOCHS1=20 bash benchmarks/gpu_pretrain.sh   # stage 1 from the shipped detector, widened
 # Files in $OUT (default benchmarks/out/gpu_pretrain): stage1.pt, stage2.pt (with .json cards),
 # summary.json (settings, seconds, val IoU and samples/s per epoch, synthetic dev figures of the
 # shipped detector and of stage 2), logs.tar.gz (the step and rule logs). The defaults are sized
@@ -24,6 +25,7 @@ BATCH=${BATCH:-32}
 BUDGET1=${BUDGET1:-150}    # seconds: each stage stops at the first epoch end past its budget
 BUDGET2=${BUDGET2:-90}
 CORES=${CORES:-$(nproc)}
+INIT1=${INIT1:-}           # stage 1's start: empty = random weights; pretrained = the shipped detector, widened to WIDTH
 WF=$(mktemp -d)
 LOGDIR=$WF/steps  # into logs.tar.gz: $OUT brings back at most 8 files
 mkdir -p "$LOGDIR"
@@ -49,7 +51,7 @@ ${5:+  init: $5}
 model: {ship_to: null}
 EOF
 }
-overlay stage1 "$N_TRAIN" "$EPOCHS1" "$BUDGET1" >"$WF/stage1.yaml"
+overlay stage1 "$N_TRAIN" "$EPOCHS1" "$BUDGET1" "$INIT1" >"$WF/stage1.yaml"
 overlay stage2 "$N_TRAIN" "$EPOCHS2" "$BUDGET2" "$WF/stage1/results/model/model.pt" >"$WF/stage2.yaml"
 step stage1 $((BUDGET1 + 200)) $PY -m snakemake --cores "$CORES" --resources gpu=1 \
   --configfile config/pretrain.yaml "$WF/stage1.yaml" -- "$WF/stage1/results/model/model.pt"
@@ -85,7 +87,7 @@ tar -czf "$OUT/logs.tar.gz" -C "$WF" --exclude='*/results/data' --exclude='*/res
   --exclude='*/results/train/checkpoints' --exclude='*/results/model' --exclude='dev?' --exclude='tune_*' . 2>/dev/null
 
 $PY - "$OUT" "$WF" "$(( $(date +%s) - T0 ))" "$(statuses)" \
-  "width=$WIDTH n_train=$N_TRAIN epochs1=$EPOCHS1 epochs2=$EPOCHS2 batch=$BATCH budget1=$BUDGET1 budget2=$BUDGET2" <<'EOF'
+  "width=$WIDTH init1=${INIT1:-scratch} n_train=$N_TRAIN epochs1=$EPOCHS1 epochs2=$EPOCHS2 batch=$BATCH budget1=$BUDGET1 budget2=$BUDGET2" <<'EOF'
 import csv, sys
 from pathlib import Path
 sys.path.insert(0, "benchmarks")
