@@ -1,4 +1,4 @@
-"""Compare training settings (val IoU per epoch, then the real repair on dev and test), e.g. on a lent GPU.
+"""Compare training settings (val IoU per epoch, then the real repair on dev and test), e.g. on a GPU.
 
     python benchmarks/sweep_train.py OUT_DIR '[{"name": "base"}, {"name": "lr1e-2", "lr": 0.01}]'
 
