@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the folder of clean photographs that config/pretrain_wide.yaml names as data.backgrounds_dir:
+# Build the folder of clean photographs that the "more photographs" training runs of DEVNOTES used as
+# data.backgrounds_dir:
 # the 22 backgrounds that ship inside scikit-image and matplotlib (written out as PNG, so they keep their
 # share of the draws), 22 natural photographs from OpenCV's sample data (Debian's opencv-doc: fruit, a
 # baboon, a squirrel, streets, aerial views, a painting; its screenshots, charts, calibration boards and

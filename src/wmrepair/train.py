@@ -116,8 +116,7 @@ def initial_model(cfg: TrainConfig) -> tuple[UNet, str]:
         return model, ""
     pre, _ = load_model(path)
     have, want = model_config_dict(pre), model_config_dict(model)
-    if have != want and {**have, "base_channels": want["base_channels"]} == want \
-            and want["base_channels"] > have["base_channels"]:
+    if {**have, "base_channels": want["base_channels"]} == want and want["base_channels"] > have["base_channels"]:
         log.info("widening %s from base_channels %d to %d", path, have["base_channels"], want["base_channels"])
         pre, have = widen(pre, want["base_channels"], seed=cfg.seed), want
     if have != want:

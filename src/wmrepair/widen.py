@@ -22,40 +22,40 @@ class _Space:
     """One activation space of the widened network: which old channel each new one copies, and its share."""
 
     def __init__(self, old: int, new: int, rng: np.random.Generator) -> None:
-        self.src = np.concatenate([np.arange(old), rng.integers(0, old, new - old)])
+        src = np.concatenate([np.arange(old), rng.integers(0, old, new - old)])
         raw = np.ones(new) if new == old else rng.uniform(0.3, 0.7, new)
-        totals = np.bincount(self.src, weights=raw, minlength=old)
-        self.share = raw / totals[self.src]  # the copies of one old channel share its outgoing weights
+        totals = np.bincount(src, weights=raw, minlength=old)
+        self.src = torch.as_tensor(src)
+        self.share = torch.as_tensor(raw / totals[src])  # the copies of one old channel share its outgoing weights
 
 
 def _conv(old: nn.Conv2d, new: nn.Conv2d, out: _Space | None, inp: _Space | None) -> None:
     """new.weight[j, i] = old.weight[out.src[j], inp.src[i]] * inp.share[i] (bias copied by output)."""
     w = old.weight.detach()
     if out is not None:
-        w = w[torch.as_tensor(out.src)]
+        w = w[out.src]
     if inp is not None:
-        w = w[:, torch.as_tensor(inp.src)] * torch.as_tensor(inp.share, dtype=w.dtype).view(1, -1, 1, 1)
+        w = w[:, inp.src] * inp.share.to(w.dtype).view(1, -1, 1, 1)
     new.weight.data.copy_(w)
     if old.bias is not None:
         b = old.bias.detach()
-        new.bias.data.copy_(b[torch.as_tensor(out.src)] if out is not None else b)
+        new.bias.data.copy_(b[out.src] if out is not None else b)
 
 
 def _bn(old: nn.BatchNorm2d, new: nn.BatchNorm2d, out: _Space) -> None:
-    idx = torch.as_tensor(out.src)
     for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(new, name).data.copy_(getattr(old, name).detach()[idx])
+        getattr(new, name).data.copy_(getattr(old, name).detach()[out.src])
     new.num_batches_tracked.data.copy_(old.num_batches_tracked)
 
 
 def _residual(old: _Residual, new: _Residual, inp: _Space | None, out: _Space, mid: _Space) -> None:
     """conv, BN, ReLU, conv, BN (+ 1x1 conv, BN shortcut): the middle and the output widened."""
+    if not isinstance(old.proj, nn.Sequential):
+        raise ValueError("widening needs a 1x1 shortcut in every residual block")
     _conv(old.body[0], new.body[0], mid, inp)
     _bn(old.body[1], new.body[1], mid)
     _conv(old.body[3], new.body[3], out, mid)
     _bn(old.body[4], new.body[4], out)
-    if not isinstance(old.proj, nn.Sequential):
-        raise ValueError("widening needs a 1x1 shortcut in every residual block")
     _conv(old.proj[0], new.proj[0], out, inp)
     _bn(old.proj[1], new.proj[1], out)
 
@@ -74,9 +74,13 @@ def widen(model: UNet, base_channels: int, seed: int = 0) -> UNet:
                          f"upsample nearest, decoder_convs 1), not {model_config_dict(model)}")
     wide = UNet(type(cfg)(**{**model_config_dict(model), "base_channels": base_channels}))
     rng = np.random.default_rng(seed)
-    d, c0, c1 = cfg.depth, cfg.base_channels, base_channels
-    enc = [_Space(c0 * 2**i, c1 * 2**i, rng) for i in range(d + 1)]  # each encoder level's output
-    mid = [_Space(c0 * 2**i, c1 * 2**i, rng) for i in range(d + 1)]  # inside each residual block
+    d = cfg.depth
+
+    def level(i: int) -> _Space:  # an activation space at level i (base channels doubled i times)
+        return _Space(cfg.base_channels * 2**i, base_channels * 2**i, rng)
+
+    enc = [level(i) for i in range(d + 1)]  # each encoder level's output
+    mid = [level(i) for i in range(d + 1)]  # inside each residual block
     training = model.training
     old, new = model.eval(), wide.eval()
     with torch.no_grad():
@@ -87,7 +91,7 @@ def widen(model: UNet, base_channels: int, seed: int = 0) -> UNet:
         for k, i in enumerate(reversed(range(d))):
             # up's output is added to encoder level i, so it takes that level's copies
             _conv(old.up[k][0], new.up[k][0], enc[i], y)
-            dec = _Space(c0 * 2**i, c1 * 2**i, rng)
+            dec = level(i)
             _conv(old.dec[k][0], new.dec[k][0], dec, enc[i])
             _bn(old.dec[k][1], new.dec[k][1], dec)
             y = dec
