@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wmrepair.checkpoints import CheckpointManager, EarlyStopping, load, select_best
-from wmrepair.losses import confusion, dice_loss, iou_f1, segmentation_loss
+from wmrepair.losses import confusion, dice_loss, hard_negative_loss, iou_f1, segmentation_loss
 from wmrepair.model import UNet, UNetConfig
 from wmrepair.train import TrainConfig, lr_factor
 
@@ -110,6 +110,29 @@ def test_dice_is_pooled_over_the_batch_like_the_reported_iou():
     assert dice_loss(logits, t, eps=eps) == pytest.approx(pooled, abs=1e-4)
     assert dice_loss(logits, t, eps=eps, per_image=True) == pytest.approx(0.5, abs=1e-4)  # (0 + 1) / 2
     assert dice_loss(logits[:1], t[:1], eps=eps) == pytest.approx(dice_loss(logits[:1], t[:1], eps=eps, per_image=True))
+
+
+def test_hard_negative_loss_sees_a_sure_false_alarm_the_mean_loss_averages_away():
+    """A 16-pixel blob at logit +8 on an unmarked 64x64 image beside a marked one found exactly:
+    the plain loss barely moves, this term does."""
+    t = torch.zeros(2, 1, 64, 64)
+    t[0, :, 20:40, 20:40] = 1
+    clean = torch.where(t > 0, 8.0, -8.0)
+    alarm = clean.clone()
+    alarm[1, :, 10:14, 10:14] = 8.0
+    plain = segmentation_loss(alarm, t) - segmentation_loss(clean, t)
+    hard = hard_negative_loss(alarm, t) - hard_negative_loss(clean, t)
+    assert plain < 0.05 and hard > 3  # 16 pixels of 8192; the second image's top 16 pixels are the blob
+    weighted = segmentation_loss(alarm, t, hard_negative_weight=0.1) - segmentation_loss(alarm, t)
+    assert float(weighted) == pytest.approx(0.1 * float(hard_negative_loss(alarm, t)), rel=1e-4)
+    # The mark itself and a guard of 2 px round it are left out: a confident, correct mark costs nothing.
+    marked = torch.zeros_like(t)
+    marked[..., 30:40, 30:40] = 1
+    right = torch.where(marked > 0, 8.0, -8.0)
+    halo = right.clone()
+    halo[..., 28:42, 28:42] = torch.where(halo[..., 28:42, 28:42] < 0, 8.0, halo[..., 28:42, 28:42])
+    assert hard_negative_loss(right, marked) < 1e-3 and hard_negative_loss(halo, marked) < 1e-3
+    assert hard_negative_loss(halo, marked, guard=1) > 1
 
 
 def test_early_stopping_on_scripted_sequence():

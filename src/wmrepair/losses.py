@@ -30,14 +30,35 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, a
     return (w * (1 - pt) ** gamma * bce).mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce_dice") -> torch.Tensor:
-    """`bce_dice` (default) or `focal_dice`; computed in fp32 whatever the autocast dtype."""
+def hard_negative_loss(logits: torch.Tensor, target: torch.Tensor, share: float = 0.001, guard: int = 2) -> torch.Tensor:
+    """BCE towards 0 of each image's most confident pixels away from any mark (the top `share`, at least 16).
+
+    A sure false alarm of a few hundred pixels is a rounding error in a loss averaged
+    over every pixel of the batch, yet it is what alters an unmarked picture: this term
+    looks only at the pixels the repair would act on. Pixels within `guard` px of the
+    mask are left out (a mask's edge is a threshold on a soft blend).
+    """
+    near = F.max_pool2d(target, 2 * guard + 1, 1, guard) > 0.5 if guard else target > 0.5
+    flat = logits.masked_fill(near, -1e4).flatten(1)
+    k = min(flat.shape[1], max(16, round(share * flat.shape[1])))
+    top = flat.topk(k, dim=1).values
+    return F.binary_cross_entropy_with_logits(top, torch.zeros_like(top))
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce_dice",
+                      hard_negative_weight: float = 0.0, hard_negative_share: float = 0.001) -> torch.Tensor:
+    """`bce_dice` (default) or `focal_dice`, plus `hard_negative_weight` x `hard_negative_loss`;
+    computed in fp32 whatever the autocast dtype."""
     logits, target = logits.float(), target.float()
     if kind == "bce_dice":
-        return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
-    if kind == "focal_dice":
-        return 10 * focal_loss(logits, target) + dice_loss(logits, target)
-    raise ValueError(f"unknown loss {kind!r} (expected bce_dice or focal_dice)")
+        loss = F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+    elif kind == "focal_dice":
+        loss = 10 * focal_loss(logits, target) + dice_loss(logits, target)
+    else:
+        raise ValueError(f"unknown loss {kind!r} (expected bce_dice or focal_dice)")
+    if hard_negative_weight:
+        loss = loss + hard_negative_weight * hard_negative_loss(logits, target, hard_negative_share)
+    return loss
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

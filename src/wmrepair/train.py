@@ -239,7 +239,8 @@ class OptimizedTrainer:
         model = self.model.to(dev)
         # Progressive resizing needs datasets that can shrink their samples (ours); others train at their size.
         small_epochs = self.small_epochs() if hasattr(train_ds, "set_side") else 0
-        loss_fn = self.criterion or (lambda lg, t: segmentation_loss(lg, t, cfg.loss))
+        loss_fn = self.criterion or (lambda lg, t: segmentation_loss(lg, t, cfg.loss, cfg.hard_negative_weight,
+                                                                     cfg.hard_negative_share))
         if oc.dataloader.enable_caching and not hasattr(val_ds, "set_side"):
             val_ds = SampleCache(val_ds)
         multiple = getattr(model, "multiple", 1)
