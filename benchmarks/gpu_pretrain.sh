@@ -26,6 +26,7 @@ BUDGET1=${BUDGET1:-150}    # seconds: each stage stops at the first epoch end pa
 BUDGET2=${BUDGET2:-90}
 CORES=${CORES:-$(nproc)}
 INIT1=${INIT1:-}           # stage 1's start: empty = random weights; pretrained = the shipped detector, widened to WIDTH
+HARD_NEG=${HARD_NEG:-0.1}  # train.hard_negative_weight of both stages (the shipped third stage's; 0 = the first two stages' loss)
 WF=$(mktemp -d)
 LOGDIR=$WF/steps  # into logs.tar.gz: $OUT brings back at most 8 files
 mkdir -p "$LOGDIR"
@@ -46,6 +47,7 @@ train:
   epochs: $3
   batch_size: $BATCH
   time_budget_s: $4
+  hard_negative_weight: $HARD_NEG
   model: {base_channels: $WIDTH}
 ${5:+  init: $5}
 model: {ship_to: null}
@@ -87,7 +89,7 @@ tar -czf "$OUT/logs.tar.gz" -C "$WF" --exclude='*/results/data' --exclude='*/res
   --exclude='*/results/train/checkpoints' --exclude='*/results/model' --exclude='dev?' --exclude='tune_*' . 2>/dev/null
 
 $PY - "$OUT" "$WF" "$(( $(date +%s) - T0 ))" "$(statuses)" \
-  "width=$WIDTH init1=${INIT1:-scratch} n_train=$N_TRAIN epochs1=$EPOCHS1 epochs2=$EPOCHS2 batch=$BATCH budget1=$BUDGET1 budget2=$BUDGET2" <<'EOF'
+  "width=$WIDTH init1=${INIT1:-scratch} hard_neg=$HARD_NEG n_train=$N_TRAIN epochs1=$EPOCHS1 epochs2=$EPOCHS2 batch=$BATCH budget1=$BUDGET1 budget2=$BUDGET2" <<'EOF'
 import csv, sys
 from pathlib import Path
 sys.path.insert(0, "benchmarks")

@@ -1,7 +1,8 @@
 """The detector shipped in the package: where it is, how a path names it, how the workflow writes it.
 
-`config/pretrain.yaml` trains it with the workflow's own rules and
-`config/pretrain_structure.yaml` fine-tunes that against scene structure; their last rule
+`config/pretrain.yaml` trains it with the workflow's own rules,
+`config/pretrain_structure.yaml` fine-tunes that against scene structure and
+`config/pretrain_hardneg.yaml` against sure false alarms (the hard-negative loss); their last rule
 (`ship_detector`) calls `ship`, which stores the weights in fp16 (half the
 bytes, the same masks) beside a card that says how they were made and how
 well they do. Every loader checks the card's sha256 and loads with
@@ -32,7 +33,8 @@ def shipped_model() -> Path:
         raise NoShippedModel(f"this install of wmrepair has no shipped detector ({SHIPPED_MODEL}): name a model "
                              "(--model, model.path), train from scratch (train.init: scratch), or produce it with "
                              "`snakemake --cores 8 --resources gpu=1 --configfile config/pretrain.yaml`, then the same with "
-                             "`--configfile config/pretrain_structure.yaml`")
+                             "`--configfile config/pretrain_structure.yaml`, then that and "
+                             "`--configfile config/pretrain_hardneg.yaml`")
     return SHIPPED_MODEL
 
 
