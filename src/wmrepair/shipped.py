@@ -33,8 +33,7 @@ def shipped_model() -> Path:
         raise NoShippedModel(f"this install of wmrepair has no shipped detector ({SHIPPED_MODEL}): name a model "
                              "(--model, model.path), train from scratch (train.init: scratch), or produce it with "
                              "`snakemake --cores 8 --resources gpu=1 --configfile config/pretrain.yaml`, then the same with "
-                             "`--configfile config/pretrain_structure.yaml`, then that and "
-                             "`--configfile config/pretrain_hardneg.yaml`")
+                             "`--configfile config/pretrain_structure.yaml`, then `--configfile config/pretrain_hardneg.yaml`")
     return SHIPPED_MODEL
 
 

@@ -65,7 +65,8 @@ def made_by():
     """The command that runs this workflow's configuration (the --configfile overlays in their order), for
     the shipped detector's card."""
     overlays = [os.path.relpath(f) for f in workflow.overwrite_configfiles]
-    return " ".join(["snakemake --cores 8 --resources gpu=1", *(f"--configfile {f}" for f in overlays)])
+    # One --configfile with every file: Snakemake keeps only the last of repeated --configfile flags.
+    return " ".join(["snakemake --cores 8 --resources gpu=1", *(["--configfile", *overlays] if overlays else [])])
 
 
 def train_data_dir(split):
