@@ -168,7 +168,7 @@ class ModelFileConfig:
     path: str | None = setting(None, "an existing detector to use instead of training: a .pt from wmrepair, "
                                      "or 'shipped' (the detector in the package)")
     ship_to: str | None = setting(None, "also write the selected detector here, fp16 with its card "
-                                        "(config/pretrain.yaml, pretrain_structure.yaml, pretrain_hardneg.yaml: the package's shipped detector)")
+                                        "(the overlays of wmrepair.shipped.STAGES: the package's shipped detector)")
 
 
 # ---- detection and repair -------------------------------------------------------

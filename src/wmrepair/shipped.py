@@ -1,7 +1,7 @@
 """The detector shipped in the package: where it is, how a path names it, how the workflow writes it.
 
-`config/pretrain.yaml` trains it with the workflow's own rules,
-`config/pretrain_structure.yaml` fine-tunes that against scene structure and
+The overlays in `STAGES` make it with the workflow's own rules: `config/pretrain.yaml`
+trains it, `config/pretrain_structure.yaml` fine-tunes that against scene structure and
 `config/pretrain_hardneg.yaml` against sure false alarms (the hard-negative loss); their last rule
 (`ship_detector`) calls `ship`, which stores the weights in fp16 (half the
 bytes, the same masks) beside a card that says how they were made and how
@@ -21,6 +21,8 @@ from typing import Any
 
 SHIPPED = "shipped"  # the name that selects the shipped detector (model.path, --model, train.init)
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "detector.pt"
+# The workflow overlays that make the shipped detector, in the order they run (each starts from the one before).
+STAGES = ("config/pretrain.yaml", "config/pretrain_structure.yaml", "config/pretrain_hardneg.yaml")
 
 
 class NoShippedModel(FileNotFoundError):
@@ -32,8 +34,7 @@ def shipped_model() -> Path:
     if not SHIPPED_MODEL.is_file():
         raise NoShippedModel(f"this install of wmrepair has no shipped detector ({SHIPPED_MODEL}): name a model "
                              "(--model, model.path), train from scratch (train.init: scratch), or produce it with "
-                             "`snakemake --cores 8 --resources gpu=1 --configfile config/pretrain.yaml`, then the same with "
-                             "`--configfile config/pretrain_structure.yaml`, then `--configfile config/pretrain_hardneg.yaml`")
+                             + ", then ".join(f"`snakemake --cores 8 --resources gpu=1 --configfile {c}`" for c in STAGES))
     return SHIPPED_MODEL
 
 

@@ -1,4 +1,4 @@
-# Only with model.ship_to (config/pretrain.yaml, pretrain_structure.yaml, pretrain_hardneg.yaml): the selected detector, fp16 with its card, into the package.
+# Only with model.ship_to (the overlays of wmrepair.shipped.STAGES): the selected detector, fp16 with its card, into the package.
 rule ship_detector:
     input:
         model=f"{RESULTS}/model/model.pt",
