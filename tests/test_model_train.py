@@ -174,3 +174,60 @@ def test_checkpoints_are_weights_only(tmp_path, tiny_model_file):
     (tmp_path / "junk.pt").write_text("not a model")
     with pytest.raises(ValueError, match="not a"):
         load_model(tmp_path / "junk.pt")
+
+
+def test_average_weights_interpolates_floats_and_keeps_counters():
+    from wmrepair.checkpoints import average_weights
+
+    a, b = UNet(UNetConfig(base_channels=4, depth=2)), UNet(UNetConfig(base_channels=4, depth=2))
+    sa, sb = a.state_dict(), b.state_dict()
+    for v in sb.values():
+        if not v.is_floating_point():
+            v += 5
+    avg = average_weights(sa, sb, 0.7)
+    for k, v in avg.items():
+        want = 0.3 * sa[k] + 0.7 * sb[k] if v.is_floating_point() else sa[k]
+        assert torch.allclose(v, want, atol=1e-6), k
+    assert all(v.equal(sa[k]) for k, v in average_weights(sa, sb, 0.0).items())
+    wide = UNet(UNetConfig(base_channels=8, depth=2)).state_dict()
+    with pytest.raises(ValueError, match="different networks"):
+        average_weights(sa, wide, 0.5)
+
+
+def test_keep_init_needs_a_start():
+    with pytest.raises(ValueError, match="keep_init.*not scratch"):
+        TrainConfig(init="scratch", keep_init=0.5)
+
+
+def test_select_detector_averages_with_the_start_and_validates_the_average(tmp_path, tiny_model_file):
+    """train.keep_init: the written model is the weight average, its card the average's own validation."""
+    import json
+    from dataclasses import asdict
+
+    from conftest import build_tiny_caches
+
+    from wmrepair.checkpoints import load_model, save_model
+    from wmrepair.train import select_detector, validate
+
+    cache = build_tiny_caches(tmp_path, 4, 4, 64)
+    start, _ = load_model(tiny_model_file)
+    torch.manual_seed(1)
+    tuned = UNet(UNetConfig(base_channels=4, depth=2))
+    ckdir = tmp_path / "ck"
+    ckdir.mkdir()
+    save_model(tuned, ckdir / "epoch_0003.pt", epoch=3, metrics={"val_iou": 0.5})
+    cfg = TrainConfig(init=str(tiny_model_file), keep_init=0.25, model=asdict(UNetConfig(base_channels=4, depth=2)))
+    card = select_detector(ckdir, cache / "val" / "index.json", tmp_path / "m.pt", tmp_path / "m.json", cfg)
+    got, meta = load_model(tmp_path / "m.pt")  # the card beside it matches
+    for (k, v), s, t in zip(got.state_dict().items(), start.state_dict().values(), tuned.state_dict().values()):
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.75 * t + 0.25 * s, atol=1e-6), k
+    assert card["keep_init"] == 0.25 and card["fine_tuned_metrics"] == {"val_iou": 0.5}
+    from torch.utils.data import DataLoader
+
+    from wmrepair.data import CachedDataset
+
+    size = json.loads((cache / "val" / "index.json").read_text())["size"]
+    loader = DataLoader(CachedDataset(cache / "val", size, augment=False), batch_size=cfg.batch_size)
+    assert card["metrics"] == validate(got, loader, torch.device("cpu"), None, False, cfg.loss)
+    assert not list(tmp_path.glob("*.averaged.pt"))

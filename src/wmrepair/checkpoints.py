@@ -139,6 +139,18 @@ def export_model(checkpoint: str | Path, out_model: str | Path, out_card: str | 
     return card
 
 
+def average_weights(state: dict[str, torch.Tensor], start: dict[str, torch.Tensor],
+                    keep: float) -> dict[str, torch.Tensor]:
+    """`(1 - keep) * state + keep * start`, tensor by tensor (BatchNorm statistics included).
+
+    Integer tensors (BatchNorm's batch counters) are `state`'s. Both must be the same network.
+    """
+    if set(state) != set(start) or any(state[k].shape != start[k].shape for k in state):
+        raise ValueError("train.keep_init: the selected detector and its starting weights are different networks")
+    return {k: torch.lerp(v.float(), start[k].float(), keep).to(v.dtype) if v.is_floating_point() else v
+            for k, v in state.items()}
+
+
 def save_model(model: UNet, path: str | Path, **meta: Any) -> None:
     """Write `model` in the format `load_model` reads (weights + its UNet config)."""
     atomic_save({"state_dict": model.state_dict(), "meta": {"model": model_config_dict(model), **meta}}, path)

@@ -150,11 +150,19 @@ class TrainConfig:
     init: str = setting("pretrained", "starting weights: scratch (random), pretrained (the shipped detector, "
                                    "fine-tuned), or the path of a wmrepair .pt (same architecture, or "
                                    "the same with a larger base_channels: widened first)", min_length=1)
+    # Weight-space interpolation with the start (WiSE-FT, Wortsman et al. 2022): fine-tuning on one
+    # synthetic world drifts away from what the start knew; averaging back keeps part of both (DEVNOTES,
+    # weights averaged with their start: measured on a fourth stage, not shipped).
+    keep_init: float = setting(0.0, "share of the starting weights (train.init) averaged back into the selected "
+                                    "detector, tensor by tensor (0 = off)", minimum=0, exclusive_maximum=1)
     model: dict = setting(doc="the detector's architecture", factory=lambda: asdict(UNetConfig()),
                           schema_of=UNetConfig)
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(self.scale_range)
+        if self.keep_init and self.init == "scratch":
+            raise ValueError("train.keep_init averages the selected detector with its starting weights: "
+                             "it needs train.init pretrained or a model file, not scratch")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:

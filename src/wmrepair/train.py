@@ -366,6 +366,40 @@ class OptimizedTrainer:
             w.writerows(history)
 
 
+def select_detector(checkpoint_dir: str | Path, val_index: str | Path, out_model: str | Path,
+                    out_card: str | Path, cfg: TrainConfig) -> dict[str, Any]:
+    """The best checkpoint by `cfg.monitor` as the run's detector (model file + card).
+
+    With `cfg.keep_init`, its weights are first averaged with the starting weights
+    (`train.init`, widened as training widened them) and the average is validated
+    again on `val_index`, so the card's metrics are those of the file written.
+    """
+    from wmrepair.checkpoints import atomic_save, average_weights, export_model, select_best
+    from wmrepair.data import CachedDataset
+
+    path, _ = select_best(checkpoint_dir, cfg.monitor)
+    if not cfg.keep_init:
+        return export_model(path, out_model, out_card)
+    ck = load(path)
+    start, start_sha = initial_model(cfg)
+    model = build_model(cfg.model)
+    model.load_state_dict(average_weights(ck["state_dict"], start.state_dict(), cfg.keep_init))
+    va = json.loads(Path(val_index).read_text())
+    loader = DataLoader(CachedDataset(Path(val_index).parent, va["size"], augment=False), batch_size=cfg.batch_size)
+    metrics = validate(model, loader, torch.device("cpu"), None, False, cfg.loss)
+    log.info("%s averaged with %.2f of its start: %s (before: %s)", path, cfg.keep_init, metrics, ck["meta"]["metrics"])
+    meta = {**ck["meta"], "metrics": metrics, "fine_tuned_metrics": ck["meta"]["metrics"],
+            "keep_init": cfg.keep_init, "init_sha256": start_sha}
+    averaged = Path(out_model).with_suffix(".averaged.pt")
+    atomic_save({"state_dict": model.state_dict(), "meta": meta}, averaged)
+    try:
+        return export_model(averaged, out_model, out_card, extra={
+            "source_checkpoint": str(path), "keep_init": cfg.keep_init, "init": cfg.init, "init_sha256": start_sha,
+            "fine_tuned_metrics": ck["meta"]["metrics"]})
+    finally:
+        averaged.unlink(missing_ok=True)
+
+
 def train_from_cache(cache_index: str | Path, val_index: str | Path, out_dir: str | Path,
                      train_config: TrainConfig, optimization: OptimizationConfig) -> dict[str, Any]:
     """Workflow entry point: datasets from two cache index files, then fit."""

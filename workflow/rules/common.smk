@@ -134,10 +134,15 @@ def init_model():
     return [str(path)] if path else []
 
 
-def settings_of(*sections):
+def settings_of(*sections, drop=()):
     """The config sections a rule's results depend on, as a param: Snakemake
-    reruns the rule (and what follows) when they change."""
-    return {s: config.get(s) for s in sections}
+    reruns the rule (and what follows) when they change. `drop`: "section.key"
+    settings the rule's job does not use (changing them must not rerun it)."""
+    out = {s: dict(config.get(s) or {}) for s in sections}
+    for key in drop:
+        section, _, name = key.partition(".")
+        out[section].pop(name, None)
+    return out
 
 
 def chunk_manifests(wildcards):

@@ -12,7 +12,7 @@ rule train:
         f"{BENCH}/train.tsv"
     params:
         out=lambda wc, output: os.path.dirname(output.summary),
-        settings=settings_of("train", "optimization"),
+        settings=settings_of("train", "optimization", drop=["train.keep_init"]),  # select_checkpoint applies it
     threads: job_threads()
     resources:
         gpu=1,
@@ -25,6 +25,8 @@ rule train:
 rule select_checkpoint:
     input:
         summary=f"{RESULTS}/train/summary.json",
+        val=f"{RESULTS}/cache/val/index.json",  # train.keep_init validates the average
+        init=init_model(),
     output:
         model=f"{RESULTS}/model/model.pt",
         card=f"{RESULTS}/model/model.json",

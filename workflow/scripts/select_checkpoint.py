@@ -1,8 +1,7 @@
-from wmrepair.checkpoints import export_model, select_best
 from wmrepair.smk import settings, setup
+from wmrepair.train import select_detector
 
 setup(snakemake)  # noqa: F821 - injected by Snakemake
 sm = snakemake  # noqa: F821
-path, meta = select_best(sm.params.checkpoints, settings(sm).train.monitor)
-card = export_model(path, sm.output.model, sm.output.card)
-print(f"selected {path}: {card['metrics']}")
+card = select_detector(sm.params.checkpoints, sm.input.val, sm.output.model, sm.output.card, settings(sm).train)
+print(f"selected {card['source_checkpoint']}: {card['metrics']}")
