@@ -136,8 +136,8 @@ def init_model():
 
 def settings_of(*sections, drop=()):
     """The config sections a rule's results depend on, as a param: Snakemake
-    reruns the rule (and what follows) when they change. `drop`: "section.key"
-    settings the rule's job does not use (changing them must not rerun it)."""
+    reruns the rule (and what follows) when they change. `drop` names the
+    "section.key" settings its job does not use, so changing them reruns nothing."""
     out = {s: dict(config.get(s) or {}) for s in sections}
     for key in drop:
         section, _, name = key.partition(".")
