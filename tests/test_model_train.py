@@ -230,4 +230,3 @@ def test_select_detector_averages_with_the_start_and_validates_the_average(tmp_p
     size = json.loads((cache / "val" / "index.json").read_text())["size"]
     loader = DataLoader(CachedDataset(cache / "val", size, augment=False), batch_size=cfg.batch_size)
     assert card["metrics"] == validate(got, loader, torch.device("cpu"), None, False, cfg.loss)
-    assert not list(tmp_path.glob("*.averaged.pt"))

@@ -121,9 +121,10 @@ def select_best(checkpoint_dir: str | Path, monitor: str = "val_iou", mode: str 
     return path, meta
 
 
-def export_model(checkpoint: str | Path, out_model: str | Path, out_card: str | Path, extra: dict | None = None) -> dict:
-    """Write the selected model (weights + meta) and a JSON card with its sha256."""
-    ck = load(checkpoint)
+def export_model(checkpoint: str | Path | dict, out_model: str | Path, out_card: str | Path,
+                 extra: dict | None = None) -> dict:
+    """Write the selected model (weights + meta; a file or its loaded dict) and a JSON card with its sha256."""
+    ck = checkpoint if isinstance(checkpoint, dict) else load(checkpoint)
     atomic_save(ck, out_model)
     card = {
         "source_checkpoint": str(checkpoint),

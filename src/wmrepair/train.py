@@ -374,7 +374,7 @@ def select_detector(checkpoint_dir: str | Path, val_index: str | Path, out_model
     (`train.init`, widened as training widened them) and the average is validated
     again on `val_index`, so the card's metrics are those of the file written.
     """
-    from wmrepair.checkpoints import atomic_save, average_weights, export_model, select_best
+    from wmrepair.checkpoints import average_weights, export_model, select_best
     from wmrepair.data import CachedDataset
 
     path, _ = select_best(checkpoint_dir, cfg.monitor)
@@ -390,14 +390,9 @@ def select_detector(checkpoint_dir: str | Path, val_index: str | Path, out_model
     log.info("%s averaged with %.2f of its start: %s (before: %s)", path, cfg.keep_init, metrics, ck["meta"]["metrics"])
     meta = {**ck["meta"], "metrics": metrics, "fine_tuned_metrics": ck["meta"]["metrics"],
             "keep_init": cfg.keep_init, "init_sha256": start_sha}
-    averaged = Path(out_model).with_suffix(".averaged.pt")
-    atomic_save({"state_dict": model.state_dict(), "meta": meta}, averaged)
-    try:
-        return export_model(averaged, out_model, out_card, extra={
-            "source_checkpoint": str(path), "keep_init": cfg.keep_init, "init": cfg.init, "init_sha256": start_sha,
-            "fine_tuned_metrics": ck["meta"]["metrics"]})
-    finally:
-        averaged.unlink(missing_ok=True)
+    return export_model({"state_dict": model.state_dict(), "meta": meta}, out_model, out_card, extra={
+        "source_checkpoint": str(path), "keep_init": cfg.keep_init, "init": cfg.init, "init_sha256": start_sha,
+        "fine_tuned_metrics": ck["meta"]["metrics"]})
 
 
 def train_from_cache(cache_index: str | Path, val_index: str | Path, out_dir: str | Path,
