@@ -201,7 +201,6 @@ def test_keep_init_needs_a_start():
 
 def test_select_detector_averages_with_the_start_and_validates_the_average(tmp_path, tiny_model_file):
     """train.keep_init: the written model is the weight average, its card the average's own validation."""
-    import json
     from dataclasses import asdict
 
     from conftest import build_tiny_caches
@@ -225,8 +224,7 @@ def test_select_detector_averages_with_the_start_and_validates_the_average(tmp_p
     assert card["keep_init"] == 0.25 and card["fine_tuned_metrics"] == {"val_iou": 0.5}
     from torch.utils.data import DataLoader
 
-    from wmrepair.data import CachedDataset
+    from wmrepair.train import val_dataset
 
-    size = json.loads((cache / "val" / "index.json").read_text())["size"]
-    loader = DataLoader(CachedDataset(cache / "val", size, augment=False), batch_size=cfg.batch_size)
+    loader = DataLoader(val_dataset(cache / "val" / "index.json"), batch_size=cfg.batch_size)
     assert card["metrics"] == validate(got, loader, torch.device("cpu"), None, False, cfg.loss)

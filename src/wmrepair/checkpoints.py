@@ -127,7 +127,7 @@ def export_model(checkpoint: str | Path | dict, out_model: str | Path, out_card:
     ck = checkpoint if isinstance(checkpoint, dict) else load(checkpoint)
     atomic_save(ck, out_model)
     card = {
-        "source_checkpoint": str(checkpoint),
+        "source_checkpoint": None if isinstance(checkpoint, dict) else str(checkpoint),
         "epoch": ck["meta"]["epoch"],
         "metrics": ck["meta"]["metrics"],
         "model": ck["meta"]["model"],

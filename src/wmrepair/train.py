@@ -366,6 +366,13 @@ class OptimizedTrainer:
             w.writerows(history)
 
 
+def val_dataset(val_index: str | Path) -> Dataset:
+    """The cached validation split that `val_index` (its index.json) describes, unaugmented."""
+    from wmrepair.data import CachedDataset
+
+    return CachedDataset(Path(val_index).parent, json.loads(Path(val_index).read_text())["size"], augment=False)
+
+
 def select_detector(checkpoint_dir: str | Path, val_index: str | Path, out_model: str | Path,
                     out_card: str | Path, cfg: TrainConfig) -> dict[str, Any]:
     """The best checkpoint by `cfg.monitor` as the run's detector (model file + card).
@@ -375,17 +382,14 @@ def select_detector(checkpoint_dir: str | Path, val_index: str | Path, out_model
     again on `val_index`, so the card's metrics are those of the file written.
     """
     from wmrepair.checkpoints import average_weights, export_model, select_best
-    from wmrepair.data import CachedDataset
 
     path, _ = select_best(checkpoint_dir, cfg.monitor)
     if not cfg.keep_init:
         return export_model(path, out_model, out_card)
     ck = load(path)
-    start, start_sha = initial_model(cfg)
-    model = build_model(cfg.model)
-    model.load_state_dict(average_weights(ck["state_dict"], start.state_dict(), cfg.keep_init))
-    va = json.loads(Path(val_index).read_text())
-    loader = DataLoader(CachedDataset(Path(val_index).parent, va["size"], augment=False), batch_size=cfg.batch_size)
+    model, start_sha = initial_model(cfg)
+    model.load_state_dict(average_weights(ck["state_dict"], model.state_dict(), cfg.keep_init))
+    loader = DataLoader(val_dataset(val_index), batch_size=cfg.batch_size)
     metrics = validate(model, loader, torch.device("cpu"), None, False, cfg.loss)
     log.info("%s averaged with %.2f of its start: %s (before: %s)", path, cfg.keep_init, metrics, ck["meta"]["metrics"])
     meta = {**ck["meta"], "metrics": metrics, "fine_tuned_metrics": ck["meta"]["metrics"],
@@ -404,7 +408,7 @@ def train_from_cache(cache_index: str | Path, val_index: str | Path, out_dir: st
     c = train_config
     train_ds = CachedDataset(Path(cache_index).parent, tr["size"], crop=c.crop, augment=True, seed=c.seed,
                              scale_range=c.scale_range)
-    val_ds = CachedDataset(Path(val_index).parent, va["size"], augment=False)
+    val_ds = val_dataset(val_index)
     with OptimizedTrainer(train_config=c, optimization=optimization, out_dir=out_dir,
                           data_hash=tr["content_hash"] + va["content_hash"]) as t:
         return t.fit(train_ds, val_ds)
