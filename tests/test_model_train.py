@@ -228,3 +228,34 @@ def test_select_detector_averages_with_the_start_and_validates_the_average(tmp_p
 
     loader = DataLoader(val_dataset(cache / "val" / "index.json"), batch_size=cfg.batch_size)
     assert card["metrics"] == validate(got, loader, torch.device("cpu"), None, False, cfg.loss)
+
+
+def test_distill_loss_pulls_each_logit_towards_the_teachers():
+    from wmrepair.losses import distill_loss
+
+    teacher = torch.tensor([[-2.0, 0.5, 3.0]])
+    same = teacher.clone().requires_grad_(True)
+    distill_loss(same, teacher).backward()
+    assert torch.allclose(same.grad, torch.zeros(1, 3), atol=1e-7)  # at the teacher's logits: nothing to learn
+    z = torch.zeros(1, 3, requires_grad=True)
+    distill_loss(z, teacher).backward()
+    assert torch.equal(torch.sign(-z.grad), torch.sign(teacher))  # a descent step moves towards the teacher
+
+
+def test_teachers_are_one_frozen_average(tmp_path, tiny_model_file):
+    from wmrepair.checkpoints import load_model, save_model
+    from wmrepair.train import teacher_logits
+
+    torch.manual_seed(3)
+    save_model(UNet(UNetConfig(base_channels=4, depth=2)), tmp_path / "b.pt", epoch=1, metrics={})
+    cfg = TrainConfig(teachers=[str(tiny_model_file), str(tmp_path / "b.pt")])
+    average, shas = teacher_logits(cfg, torch.device("cpu"), None)
+    x = torch.rand(2, 3, 32, 32)
+    a, b = load_model(tiny_model_file)[0].eval(), load_model(tmp_path / "b.pt")[0].eval()
+    with torch.no_grad():
+        want = (a(x) + b(x)) / 2
+    got = average(x)
+    assert torch.allclose(got, want, atol=1e-5) and not got.requires_grad and len(shas) == 2
+    assert teacher_logits(TrainConfig(), torch.device("cpu"), None) == (None, [])
+    with pytest.raises(ValueError, match="scratch is no teacher"):
+        teacher_logits(TrainConfig(teachers=["scratch"]), torch.device("cpu"), None)

@@ -155,11 +155,19 @@ class TrainConfig:
     # weights averaged with their start: measured on a fourth stage, not shipped).
     keep_init: float = setting(0.0, "share of the starting weights (train.init) averaged back into the selected "
                                     "detector, tensor by tensor (0 = off)", minimum=0, exclusive_maximum=1)
+    # Knowledge distillation (Hinton et al. 2015): two detectors' logits averaged spared real dev photos
+    # that either one alone harmed, at twice the detection cost; a student that learns the average runs once.
+    teachers: list[str] = setting(doc="detectors whose averaged logits training also matches (knowledge "
+                                      "distillation): pretrained (the shipped detector) or wmrepair .pt paths",
+                                  factory=list, items={"minLength": 1})
+    distill_weight: float = setting(1.0, "weight of the loss towards the teachers' averaged probabilities "
+                                         "(with train.teachers)", minimum=0)
     model: dict = setting(doc="the detector's architecture", factory=lambda: asdict(UNetConfig()),
                           schema_of=UNetConfig)
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(self.scale_range)
+        self.teachers = list(self.teachers)
         if self.keep_init and self.init == "scratch":
             raise ValueError("train.keep_init averages the selected detector with its starting weights: "
                              "it needs train.init pretrained or a model file, not scratch")

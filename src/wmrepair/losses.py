@@ -45,6 +45,11 @@ def hard_negative_loss(logits: torch.Tensor, target: torch.Tensor, share: float 
     return F.binary_cross_entropy_with_logits(top, torch.zeros_like(top))
 
 
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """BCE of the student's logits towards the teachers' probabilities (soft targets), in fp32."""
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.sigmoid(teacher_logits.float()))
+
+
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce_dice",
                       hard_negative_weight: float = 0.0, hard_negative_share: float = 0.001) -> torch.Tensor:
     """`bce_dice` (default) or `focal_dice`, plus `hard_negative_weight` x `hard_negative_loss`;

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from wmrepair.checkpoints import CheckpointManager, EarlyStopping, load, monitor_mode
 from wmrepair.config import TrainConfig
 from wmrepair.device import autocast_for, resolve_device, to_input  # noqa: F401 - resolve_device: API
-from wmrepair.losses import confusion, iou_f1, segmentation_loss
+from wmrepair.losses import confusion, distill_loss, iou_f1, segmentation_loss
 from wmrepair.model import UNet, build_model
 from wmrepair.monitor import ResourceMonitor
 from wmrepair.optimization import OptimizationConfig, adapt_to_hardware
@@ -126,6 +126,31 @@ def initial_model(cfg: TrainConfig) -> tuple[UNet, str]:
     model.load_state_dict(pre.state_dict())
     log.info("starting from the weights of %s", path)
     return model, sha256_file(path)
+
+
+def teacher_logits(cfg: TrainConfig, device: torch.device, amp_dtype: str | None
+                   ) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, list[str]]:
+    """The frozen `cfg.teachers` as one function of a batch (their logits averaged), and their sha256s;
+    (None, []) without teachers."""
+    from wmrepair.checkpoints import load_model, sha256_file
+    from wmrepair.shipped import init_weights
+
+    if not cfg.teachers:
+        return None, []
+    paths = []
+    for t in cfg.teachers:
+        if t == "scratch":
+            raise ValueError("train.teachers: scratch is no teacher; name pretrained or a wmrepair .pt")
+        paths.append(init_weights(t))
+    nets = [load_model(p)[0].to(device).eval().requires_grad_(False) for p in paths]
+
+    @torch.no_grad()
+    def average(x: torch.Tensor) -> torch.Tensor:
+        with autocast_for(device, amp_dtype):
+            return torch.stack([net(x).float() for net in nets]).mean(0)
+
+    log.info("distilling from %s (weight %g)", ", ".join(map(str, paths)), cfg.distill_weight)
+    return average, [sha256_file(p) for p in paths]
 
 
 class OptimizedTrainer:
@@ -273,9 +298,12 @@ class OptimizedTrainer:
             log.info("resumed from %s at epoch %d", self.ckpt_dir / "last.pt", start_epoch)
 
         fwd = torch.compile(model) if oc.model.compile_model else model
+        teacher, teacher_shas = teacher_logits(cfg, dev, amp)
         self.analyzer.note_settings(amp_dtype=amp, channels_last=cl)
         meta = {"model": dict(cfg.model), "config_hash": self.hash, "train_config": json.loads(json.dumps(asdict(cfg))),
                 "amp_dtype": amp, "versions": {"torch": str(torch.__version__)}}
+        if teacher_shas:
+            meta["teachers_sha256"] = teacher_shas
         t_start = time.perf_counter()
         stopped_early = False
         epoch = start_epoch - 1
@@ -301,6 +329,8 @@ class OptimizedTrainer:
                     with autocast_for(dev, amp):
                         logits = fwd(x)
                     loss = loss_fn(logits.float() if self.criterion else logits, y)
+                    if teacher is not None:
+                        loss = loss + cfg.distill_weight * distill_loss(logits, teacher(x))
                     scaler.scale(loss / accum).backward()
                     if (i + 1) % accum == 0:
                         scaler.step(opt)

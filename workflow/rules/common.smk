@@ -134,6 +134,13 @@ def init_model():
     return [str(path)] if path else []
 
 
+def teacher_models():
+    """The detectors training distils from (train.teachers), as inputs: new teachers retrain."""
+    from wmrepair.shipped import init_weights
+
+    return [str(init_weights(t)) for t in config["train"].get("teachers") or []]
+
+
 def settings_of(*sections, drop=()):
     """The config sections a rule's results depend on, as a param: Snakemake
     reruns the rule (and what follows) when they change. `drop` names the

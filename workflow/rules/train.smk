@@ -3,6 +3,7 @@ rule train:
         train=f"{RESULTS}/cache/train/index.json",
         val=f"{RESULTS}/cache/val/index.json",
         init=init_model(),
+        teachers=teacher_models(),
     output:
         summary=f"{RESULTS}/train/summary.json",
         history=f"{RESULTS}/train/history.csv",
