@@ -259,3 +259,5 @@ def test_teachers_are_one_frozen_average(tmp_path, tiny_model_file):
     assert teacher_logits(TrainConfig(), torch.device("cpu"), None) == (None, [])
     with pytest.raises(ValueError, match="scratch is no teacher"):
         teacher_logits(TrainConfig(teachers=["scratch"]), torch.device("cpu"), None)
+    with pytest.raises(FileNotFoundError, match="train.teachers: .*missing.pt"):
+        teacher_logits(TrainConfig(teachers=[str(tmp_path / "missing.pt")]), torch.device("cpu"), None)

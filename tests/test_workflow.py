@@ -129,6 +129,7 @@ def test_the_shipped_detector_replaces_training_or_starts_it(tmp_path):
 @pytest.mark.parametrize("override, key", [
     ({"results": ""}, "results"),
     ({"train": {"init": "nowhere.pt"}}, "train.init"),
+    ({"train": {"teachers": ["pretrained", "nowhere.pt"]}}, "train.teachers: nowhere.pt"),
     ({"results": "/"}, "results"),
     ({"results": "../../../../../../etc"}, "results"),
     ({"logs": "."}, "logs"),

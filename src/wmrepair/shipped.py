@@ -45,14 +45,15 @@ def resolve_model(path: str | Path | None) -> Path:
     return Path(path)
 
 
-def init_weights(init: str) -> Path | None:
-    """The file `train.init` names: None for scratch, the shipped detector for pretrained, else a path."""
+def init_weights(init: str, key: str = "train.init") -> Path | None:
+    """The file `train.init` (or another `key`) names: None for scratch, the shipped detector for
+    pretrained, else a path."""
     if init == "scratch":
         return None
     if init == "pretrained":
         return shipped_model()
     if not Path(init).is_file():
-        raise FileNotFoundError(f"train.init: {init} is neither pretrained, scratch nor an existing model file")
+        raise FileNotFoundError(f"{key}: {init} is neither pretrained, scratch nor an existing model file")
     return Path(init)
 
 

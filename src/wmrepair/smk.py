@@ -86,6 +86,9 @@ def check_config(config: dict[str, Any], cwd: str | Path | None = None) -> None:
             raise ValueError(f"model.path: file {model['path']} does not exist")
         if not model["path"]:
             init_weights(config["train"]["init"])
+            key = "train.teachers"
+            for teacher in config["train"].get("teachers") or []:
+                init_weights(teacher, key)
     except FileNotFoundError as exc:  # no shipped detector in this install, or no such file
         msg = str(exc) if str(exc).startswith(key) else f"{key}: {exc}"
         raise ValueError(msg) from None

@@ -141,7 +141,7 @@ def teacher_logits(cfg: TrainConfig, device: torch.device, amp_dtype: str | None
     for t in cfg.teachers:
         if t == "scratch":
             raise ValueError("train.teachers: scratch is no teacher; name pretrained or a wmrepair .pt")
-        paths.append(init_weights(t))
+        paths.append(init_weights(t, "train.teachers"))
     nets = [load_model(p)[0].to(device).eval().requires_grad_(False) for p in paths]
 
     @torch.no_grad()

@@ -138,7 +138,7 @@ def teacher_models():
     """The detectors training distils from (train.teachers), as inputs: new teachers retrain."""
     from wmrepair.shipped import init_weights
 
-    return [str(init_weights(t)) for t in config["train"].get("teachers") or []]
+    return [str(init_weights(t, "train.teachers")) for t in config["train"].get("teachers") or []]
 
 
 def settings_of(*sections, drop=()):
