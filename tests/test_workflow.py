@@ -130,6 +130,7 @@ def test_the_shipped_detector_replaces_training_or_starts_it(tmp_path):
     ({"results": ""}, "results"),
     ({"train": {"init": "nowhere.pt"}}, "train.init"),
     ({"train": {"teachers": ["pretrained", "nowhere.pt"]}}, "train.teachers: nowhere.pt"),
+    ({"train": {"teachers": ["scratch"]}}, "train.teachers: scratch is no teacher"),
     ({"results": "/"}, "results"),
     ({"results": "../../../../../../etc"}, "results"),
     ({"logs": "."}, "logs"),

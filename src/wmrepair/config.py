@@ -171,6 +171,8 @@ class TrainConfig:
         if self.keep_init and self.init == "scratch":
             raise ValueError("train.keep_init averages the selected detector with its starting weights: "
                              "it needs train.init pretrained or a model file, not scratch")
+        if "scratch" in self.teachers:
+            raise ValueError("train.teachers: scratch is no teacher; name pretrained or a wmrepair .pt")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:

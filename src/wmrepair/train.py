@@ -137,11 +137,7 @@ def teacher_logits(cfg: TrainConfig, device: torch.device, amp_dtype: str | None
 
     if not cfg.teachers:
         return None, []
-    paths = []
-    for t in cfg.teachers:
-        if t == "scratch":
-            raise ValueError("train.teachers: scratch is no teacher; name pretrained or a wmrepair .pt")
-        paths.append(init_weights(t, "train.teachers"))
+    paths = [init_weights(t, "train.teachers") for t in cfg.teachers]  # TrainConfig refuses scratch
     nets = [load_model(p)[0].to(device).eval().requires_grad_(False) for p in paths]
 
     @torch.no_grad()
