@@ -109,6 +109,7 @@ def test_a_student_learns_its_teachers_outputs(caches, tmp_path):
     from dataclasses import asdict
 
     from wmrepair.checkpoints import load_model, save_model
+    from wmrepair.device import to_input
     from wmrepair.model import UNet, UNetConfig
     from wmrepair.optimization import OptimizationConfig
     from wmrepair.train import TrainConfig, train_from_cache, val_dataset
@@ -118,8 +119,8 @@ def test_a_student_learns_its_teachers_outputs(caches, tmp_path):
     teacher = UNet(UNetConfig(**arch))
     save_model(teacher, tmp_path / "teacher.pt", epoch=1, metrics={})
     teacher = load_model(tmp_path / "teacher.pt")[0].eval()
-    x = torch.stack([torch.as_tensor(val_dataset(caches / "c/val/index.json")[i][0]) for i in range(4)])
-    x = x.permute(0, 3, 1, 2).float() / 255 if x.shape[-1] == 3 else x.float()
+    x = to_input(torch.stack([val_dataset(caches / "c/val/index.json")[i][0] for i in range(4)]), torch.device("cpu"),
+                 False)
     gaps = {}
     for name, extra in [("plain", {}), ("student", {"teachers": [str(tmp_path / "teacher.pt")], "distill_weight": 50.0})]:
         cfg = TrainConfig.from_dict({**CONFIG["train"], "epochs": 4, "progressive_fraction": 0.0, "lr": 3e-3,
