@@ -6,7 +6,7 @@ The dev split (made once under OUT_DIR/data/dev) has the test split's image
 sizes but the training words and fonts and its own seeds, so repair and
 predict settings can be chosen without looking at the test split. Each
 argument is one setting: space-separated `field=value` pairs of RepairConfig
-or PredictConfig (`predict.field` / `repair.field` where both have the name). One line per setting; JSON in OUT_DIR/tune.json.
+or PredictConfig (`predict.field` / `repair.field` where both have the name), or `inpaint.field`. One line per setting; JSON in OUT_DIR/tune.json.
 
     python benchmarks/tune_repair.py MODEL OUT_DIR --split benchmarks/out/real_dev/data 'predict.gate=0.9'
 
@@ -42,7 +42,7 @@ def settings_from(spec: str) -> tuple[PredictConfig, RepairConfig, InpaintConfig
     for kv in spec.split():
         key, value = kv.split("=", 1)
         section, _, key = key.rpartition(".")
-        target = {"predict": pc, "repair": rc}.get(section) or (pc if hasattr(pc, key) else rc)
+        target = {"predict": pc, "repair": rc, "inpaint": s.inpaint}.get(section) or (pc if hasattr(pc, key) else rc)
         if not hasattr(target, key):
             raise SystemExit(f"unknown setting {key!r}")
         setattr(target, key, yaml.safe_load(value))

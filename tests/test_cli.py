@@ -77,6 +77,14 @@ def test_repair_settings_config_first_then_only_the_flags_given(tmp_path):
     assert not rc.keep_jpeg_tables  # a quality given on the command line is the one JPEGs get
     assert opt.level == "conservative" and opt.model.int8 is False  # the level flag keeps the config's overrides
 
+    from wmrepair.config import InpaintConfig
+
+    assert inpaint.texture_fill == InpaintConfig().texture_fill  # not given: the config's (here the default)
+    cfg.write_text(yaml.safe_dump({"inpaint": {"texture_fill": 8}}))
+    for flags, want in (([], 8.0), (["--texture-fill", "none"], None), (["--texture-fill", "5"], 5.0)):
+        _, _, _, inpaint, _ = repair_settings(build_parser().parse_args([*base, "--config", str(cfg), *flags]))
+        assert inpaint.texture_fill == want
+
 
 def test_user_mistakes_are_one_line_errors(tmp_path, tiny_model_file):
     src = tmp_path / "in"

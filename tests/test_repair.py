@@ -234,6 +234,58 @@ def test_missing_weights_fail_fast_with_guidance(tmp_path, monkeypatch):
     assert resolve_weights("lama", tmp_path) == {"LAMA_MODEL_URL": str(f.resolve())}
 
 
+def _grating_with_a_word(smooth: bool = False):
+    """A striped texture (or a smooth ramp) with a white word-like block blended over it at 0.6."""
+    h, w = 96, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    ground = 128 + (0 if smooth else 60) * np.sin(xx * 0.9 + yy * 0.35)
+    clean = np.repeat(np.clip(ground + 0.2 * xx, 0, 255)[..., None], 3, axis=2).astype(np.uint8)
+    hole = np.zeros((h, w), bool)
+    hole[40:52, 50:110] = True
+    marked = clean.copy()
+    marked[hole] = (0.4 * clean[hole] + 0.6 * 255).astype(np.uint8)
+    return clean, marked, hole
+
+
+def test_texture_fill_keeps_texture_that_cv2_smooths_away(cv2_inpainter):
+    from wmrepair.inpaint import fill_textured
+
+    clean, marked, hole = _grating_with_a_word()
+    cv2_only = cv2_inpainter.manager(np.array(marked), hole.astype(np.uint8) * 255, cv2_inpainter.request)[..., ::-1]
+    painted = np.ascontiguousarray(cv2_only)
+    assert fill_textured(marked, hole, painted, min_texture=3.0) == 1
+    assert np.array_equal(painted[~hole], cv2_only[~hole])  # only the hole is re-filled
+
+    def err(x):
+        return float(np.abs(x[hole].astype(float) - clean[hole]).mean())
+
+    assert err(painted) < 0.5 * err(cv2_only)  # the stripes run on through the hole
+    assert np.array_equal(cv2_inpainter(marked, hole), painted)  # the inpainter applies it (default 3.0)
+
+
+def test_texture_fill_leaves_smooth_ground_to_cv2(cv2_inpainter):
+    from wmrepair.inpaint import fill_textured, ring_texture
+
+    _, marked, hole = _grating_with_a_word(smooth=True)
+    painted = cv2_inpainter.manager(np.array(marked), hole.astype(np.uint8) * 255, cv2_inpainter.request)[..., ::-1]
+    before = painted.copy()
+    grey = marked.mean(axis=2).astype(np.float32)
+    assert ring_texture(grey, hole) < 3.0
+    assert fill_textured(marked, hole, painted, min_texture=3.0) == 0 and np.array_equal(painted, before)
+
+
+def test_texture_fill_off_and_missing_contrib(monkeypatch):
+    import cv2
+
+    from wmrepair.config import InpaintConfig
+
+    assert Inpainter(config=InpaintConfig(texture_fill=None)).texture_fill is None
+    monkeypatch.delattr(cv2, "xphoto")  # opencv-python without the contrib modules
+    with pytest.raises(InpaintModelUnavailable, match="opencv-contrib-python-headless"):
+        Inpainter("cv2")
+    Inpainter(config=InpaintConfig(texture_fill=None))  # off: plain OpenCV is enough
+
+
 def test_hd_strategy_auto_and_concurrent_cv2(colour_detector, cv2_inpainter):
     from wmrepair.inpaint import resolve_hd_strategy
 

@@ -381,10 +381,10 @@ def _repair_child(kind: str, model: str, images: str, masks: str, out: str,
     return {"images": n, "seconds": dt, "images_per_s": n / dt, "peak_rss_mb": peak.peak, "trace": trace}
 
 
-# IOPaint's cv2 defaults (NS, radius 4) for both sides, so the pipelines differ, not the
-# inpainting. Ours keeps hd_strategy "auto" (Original for cv2); `iopaint run` runs with
-# its default (Crop) and again with Original, both printed.
-IOPAINT_CV2_DEFAULTS = {"model": "cv2", "cv2_radius": 4, "cv2_flag": "INPAINT_NS"}
+# IOPaint's cv2 defaults (NS, radius 4) for both sides, and no FSR texture fill on ours, so the
+# pipelines differ, not the inpainting. Ours keeps hd_strategy "auto" (Original for cv2);
+# `iopaint run` runs with its default (Crop) and again with Original, both printed.
+IOPAINT_CV2_DEFAULTS = {"model": "cv2", "cv2_radius": 4, "cv2_flag": "INPAINT_NS", "texture_fill": None}
 
 
 def bench_repair(out: Path, quick: bool = False, model: str | None = None) -> dict[str, Any]:

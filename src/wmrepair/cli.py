@@ -27,6 +27,10 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+# Default of a flag whose value may be None (switched off): tells "not given" from "none".
+_UNSET = object()
+
+
 def _positive_int(s: str) -> int:
     v = int(s)
     if v < 1:
@@ -59,6 +63,11 @@ def _int_in(lo: int, hi: int):
 
 _fraction = _number_in(0, 1)
 _grey = _number_in(0, 255, " grey levels")
+
+
+def _grey_or_none(s: str) -> float | None:
+    """An argparse type: grey levels, or none/off for a setting that can be switched off."""
+    return None if s.lower() in ("none", "off", "null") else _grey(s)
 
 
 def _factors(s: str) -> tuple[float, ...]:
@@ -177,6 +186,8 @@ def repair_settings(a: argparse.Namespace):
     for flag, key in (("inpaint_model", "model"), ("model_dir", "model_dir")):
         if getattr(a, flag) is not None:
             setattr(inpaint, key, getattr(a, flag))
+    if a.texture_fill is not _UNSET:
+        inpaint.texture_fill = a.texture_fill
     return opt, pc, rc, inpaint, optimized
 
 
@@ -343,7 +354,7 @@ def cmd_doctor(a: argparse.Namespace) -> int:
         for p in problems:
             print("problem:", p)
         return 1
-    print(f"wmrepair doctor: all parts import; IOPaint cv2 model loads offline; {shipped_line}")
+    print(f"wmrepair doctor: all parts import; IOPaint cv2 model loads offline; OpenCV FSR present; {shipped_line}")
     return 0
 
 
@@ -435,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", metavar="FILE", help="manifest CSV path (default OUTPUT/manifest.csv)")
     setting_flag(s, "--inpaint-model", InpaintConfig, "model")
     setting_flag(s, "--model-dir", InpaintConfig, "model_dir")
+    setting_flag(s, "--texture-fill", InpaintConfig, "texture_fill", type=_grey_or_none, metavar="G|none")
+    s.set_defaults(texture_fill=_UNSET)  # "none" switches it off, so None cannot mean "not given"
     s.add_argument("--overwrite", action="store_true",
                    help="redo every image (default: keep those the manifest records as done, redo the rest)")
     s.add_argument("--collection", action="store_true",

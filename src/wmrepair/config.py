@@ -307,7 +307,7 @@ class RepairJobsConfig(RepairConfig):
 
 @dataclass
 class InpaintConfig:
-    """The IOPaint model that fills the detected marks."""
+    """How the detected marks are filled: the IOPaint model, and FSR where the ground is textured."""
 
     model: str = setting("cv2", "IOPaint model; all but cv2 need local weights (see README)", choices=list(WEIGHTS))
     model_dir: str | None = setting(None, "folder with torch/hub/checkpoints/<weights>")
@@ -316,6 +316,10 @@ class InpaintConfig:
                                choices=["auto", "Crop", "Resize", "Original"])
     cv2_radius: int = setting(3, "cv2 inpaint radius (3 is ~4x faster than 5 at equal PSNR)", minimum=1)
     cv2_flag: str = setting("INPAINT_NS", "cv2 algorithm", choices=["INPAINT_TELEA", "INPAINT_NS"])
+    # cv2 smooths over grass, gravel and brick; FSR (OpenCV contrib) keeps their texture (DEVNOTES, texture fill).
+    texture_fill: float | None = setting(
+        3.0, "re-fill a mark with OpenCV's FSR, which keeps texture, where the ground round it has a mean "
+        "|Laplacian| of at least this (grey levels); null = cv2 / the IOPaint model everywhere", minimum=0)
 
 
 # ---- the whole file -----------------------------------------------------------------

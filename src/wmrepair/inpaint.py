@@ -39,6 +39,10 @@ WEIGHTS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+# Context (px) round a textured mark group that FSR reconstructs it from; groups this close share a crop.
+TEXTURE_MARGIN = 32
+
+
 class InpaintModelUnavailable(RuntimeError):
     """The configured IOPaint model cannot run here (unknown name, weights missing, IOPaint absent)."""
 
@@ -114,6 +118,9 @@ class Inpainter:
         self.manager = ModelManager(name=name, device=device)
         self.request = InpaintRequest(hd_strategy=resolve_hd_strategy(name, cfg.hd_strategy),
                                       cv2_radius=cfg.cv2_radius, cv2_flag=cfg.cv2_flag)
+        self.texture_fill = cfg.texture_fill
+        if self.texture_fill is not None:
+            check_fsr()
 
     def __call__(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         m = (mask > 0).astype(np.uint8) * 255
@@ -121,7 +128,74 @@ class Inpainter:
             return rgb
         # IOPaint's crop strategy writes into its input: give it a writable copy.
         bgr = self.manager(np.array(rgb, copy=True), m, self.request)
-        return np.ascontiguousarray(bgr[..., ::-1])
+        painted = np.ascontiguousarray(bgr[..., ::-1])
+        if self.texture_fill is not None:
+            fill_textured(rgb, m > 0, painted, self.texture_fill)
+        return painted
+
+
+def check_fsr() -> None:
+    """Raise `InpaintModelUnavailable` unless OpenCV's contrib module `xphoto` (FSR) is importable."""
+    import cv2
+
+    if not hasattr(cv2, "xphoto"):
+        raise InpaintModelUnavailable(
+            "inpaint.texture_fill needs OpenCV's contrib modules (cv2.xphoto): install "
+            "opencv-contrib-python-headless in place of opencv-python-headless (requirements.txt pins it), "
+            "or set inpaint.texture_fill: null (--texture-fill none)")
+
+
+def ring_texture(grey: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |Laplacian| of `grey` (float32) 3-4 px round `mask`: how textured the ground is.
+
+    The ring keeps 2 px off the mask, so the 3x3 Laplacian never reads a mask pixel: a strong
+    mark on smooth ground does not count as texture.
+    """
+    import cv2
+
+    m = mask.astype(np.uint8)
+    ring = (cv2.dilate(m, np.ones((9, 9), np.uint8)) > 0) & ~(cv2.dilate(m, np.ones((5, 5), np.uint8)) > 0)
+    if not ring.any():
+        return 0.0
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F))[ring].mean())
+
+
+def fill_textured(rgb: np.ndarray, mask: np.ndarray, painted: np.ndarray, min_texture: float,
+                  margin: int = TEXTURE_MARGIN) -> int:
+    """Re-fill, in place in `painted`, each group of `mask` that lies on textured ground; returns how many.
+
+    cv2's inpainting (Navier-Stokes, Telea) diffuses the border inwards: on smooth ground that is
+    near exact, on grass, gravel or brick it leaves a smooth patch that can differ from the
+    picture more than the faint mark did. OpenCV's frequency-selective reconstruction (FSR,
+    Seiler et al., IEEE TIP 2015) fits each block with the Fourier components of its known
+    pixels, so texture runs on through the hole. It costs ~0.3 ms per missing pixel against
+    cv2's ~0.01, so it is kept to the groups whose surrounding ring has a mean |Laplacian| of
+    at least `min_texture` (grey levels). Groups: mask pixels within `margin` px of each other,
+    each re-filled from a crop of the input with `margin` px of context.
+    """
+    import cv2
+
+    m8 = mask.astype(np.uint8)
+    near = cv2.dilate(m8, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    n, labels, boxes, _ = cv2.connectedComponentsWithStats(near, connectivity=8)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    filled = 0
+    for g in range(1, n):
+        x, y, w, h, _ = boxes[g]
+        box = np.s_[y:y + h, x:x + w]
+        hole = mask[box] & (labels[box] == g)
+        if not hole.any():
+            continue
+        grey = cv2.cvtColor(bgr[box], cv2.COLOR_BGR2GRAY).astype(np.float32)
+        if ring_texture(grey, hole) < min_texture:
+            continue
+        crop = np.ascontiguousarray(bgr[box])
+        out = np.zeros_like(crop)
+        # xphoto's mask marks the *known* pixels (non-zero), the opposite of cv2.inpaint's.
+        cv2.xphoto.inpaint(crop, (~hole).astype(np.uint8) * 255, out, cv2.xphoto.INPAINT_FSR_FAST)
+        painted[box][hole] = out[..., ::-1][hole]
+        filled += 1
+    return filled
 
 
 def _quiet_loguru() -> None:
