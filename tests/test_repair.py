@@ -263,6 +263,20 @@ def test_texture_fill_keeps_texture_that_cv2_smooths_away(cv2_inpainter):
     assert np.array_equal(cv2_inpainter(marked, hole), painted)  # the inpainter applies it (default 3.0)
 
 
+def test_texture_fill_keeps_to_its_pixel_budget_smallest_marks_first():
+    from wmrepair.inpaint import fill_textured
+
+    yy, xx = np.mgrid[0:96, 0:320]
+    rgb = np.repeat((128 + 60 * np.sin(xx * 0.9 + yy * 0.35))[..., None], 3, axis=2).astype(np.uint8)
+    small, large = np.zeros((96, 320), bool), np.zeros((96, 320), bool)
+    small[40:52, 20:80] = True  # 720 px
+    large[30:60, 180:300] = True  # 3600 px, 100 px away: its own group
+    for budget, filled, large_kept in ((1000, 1, True), (5000, 2, False), (None, 2, False)):
+        painted = np.zeros_like(rgb)
+        assert fill_textured(rgb, small | large, painted, 3.0, budget) == filled
+        assert painted[small].any() and (not painted[large].any()) == large_kept
+
+
 def test_texture_fill_leaves_smooth_ground_to_cv2(cv2_inpainter):
     from wmrepair.inpaint import fill_textured, ring_texture
 

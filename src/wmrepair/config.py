@@ -320,6 +320,10 @@ class InpaintConfig:
     texture_fill: float | None = setting(
         3.0, "re-fill a mark with OpenCV's FSR, which keeps texture, where the ground round it has a mean "
         "|Laplacian| of at least this (grey levels); null = cv2 / the IOPaint model everywhere", minimum=0)
+    # FSR costs 0.1-0.3 ms per pixel: without a bound a tiled grid over a large photo takes minutes.
+    texture_pixels: int | None = setting(
+        100_000, "at most this many mask pixels per image are re-filled by FSR, the smallest marks first "
+        "(bounds the time: about 10-30 s on one core); null = no bound", minimum=1)
 
 
 # ---- the whole file -----------------------------------------------------------------
