@@ -318,8 +318,8 @@ class InpaintConfig:
     cv2_flag: str = setting("INPAINT_NS", "cv2 algorithm", choices=["INPAINT_TELEA", "INPAINT_NS"])
     # cv2 smooths over grass, gravel and brick; FSR (OpenCV contrib) keeps their texture (DEVNOTES, texture fill).
     texture_fill: float | None = setting(
-        3.0, "re-fill a mark with OpenCV's FSR, which keeps texture, where the ground round it has a mean "
-        "|Laplacian| of at least this (grey levels); null = cv2 / the IOPaint model everywhere", minimum=0)
+        3.0, "with the cv2 model, re-fill a mark with OpenCV's FSR, which keeps texture, where the ground round "
+        "it has a mean |Laplacian| of at least this (grey levels); null = cv2 everywhere", minimum=0)
     # FSR costs 0.1-0.3 ms per pixel: without a bound a tiled grid over a large photo takes minutes.
     texture_pixels: int | None = setting(
         100_000, "at most this many mask pixels per image are re-filled by FSR, the smallest marks first "

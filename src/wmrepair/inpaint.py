@@ -118,7 +118,9 @@ class Inpainter:
         self.manager = ModelManager(name=name, device=device)
         self.request = InpaintRequest(hd_strategy=resolve_hd_strategy(name, cfg.hd_strategy),
                                       cv2_radius=cfg.cv2_radius, cv2_flag=cfg.cv2_flag)
-        self.texture_fill, self.texture_pixels = cfg.texture_fill, cfg.texture_pixels
+        # The fill mends what diffusion does to texture; the network models paint texture themselves.
+        self.texture_fill = cfg.texture_fill if name == "cv2" else None
+        self.texture_pixels = cfg.texture_pixels
         if self.texture_fill is not None:
             check_fsr()
 
