@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu_check.sh
 # Steps (each under its own timeout; a failed step is recorded, the next one still runs):
 #   1. install: the python3 that holds a CUDA torch; missing packages from wheels carried in .whl/
-#      (opencv-contrib-python-headless among them: the texture fill needs cv2.xphoto)
-#      (offline machines) or from PyPI; the ONNX Runtime / TensorRT providers where installable
+#      (offline machines; opencv-contrib-python-headless among them, for the texture fill's cv2.xphoto)
+#      or from PyPI; the ONNX Runtime / TensorRT providers where installable
 #   2. tests/gpu (fp16 + GradScaler, bf16, a real CUDA OOM, predictor GPU == CPU)
 #   3. wmrepair bench predict: torch fp32 / bf16 / fp16, compile, ONNX Runtime CUDA and TensorRT
 #   4. wmrepair bench repair: full repair images/s against `iopaint run` on the same GPU
