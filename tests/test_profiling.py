@@ -67,7 +67,9 @@ def test_stage_advice_knows_what_is_already_on():
     a = PerformanceAnalyzer()
     a.record("inpaint", 5.0)
     a.note_settings(inpaint_model="cv2", inpaint_workers=2)
-    assert "cv2 inpainting already runs 2 image(s) at once" in json.dumps(a.bottlenecks())
+    assert "cv2 inpainting already runs 2 image(s) at once: more CPU cores" in json.dumps(a.bottlenecks())
+    a.note_settings(texture_fill=3.0)
+    assert "inpaint.texture_fill: null" in json.dumps(a.bottlenecks())
 
 
 def test_training_curves_shade_the_progressive_epochs(tmp_path):

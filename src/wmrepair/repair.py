@@ -244,6 +244,7 @@ class RepairEngine:
             usable_cpus() if getattr(inpainter, "thread_safe", False) else 1)
         self.overlap = level.overlap == "on" or (level.overlap == "auto" and predictor.device.type == "cuda")
         self.analyzer.note_settings(inpaint_model=getattr(inpainter, "name", type(inpainter).__name__),
+                                    texture_fill=getattr(inpainter, "texture_fill", None),
                                     inpaint_workers=self.inpaint_workers, io_workers=self.io_workers,
                                     overlap=self.overlap,
                                     cleanup_interval=self.memory.config.cleanup_interval)
