@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -qq --upgrade "pip>=24"
 	# A venv made before the FSR texture fill has plain opencv-python-headless: both packages write
 	# cv2/, so remove both and let requirements.txt put back the contrib build alone.
-	if $(PY) -m pip show -q opencv-python-headless 2>/dev/null; then \
+	@if $(PY) -m pip show -q opencv-python-headless 2>/dev/null; then \
 	  $(PY) -m pip uninstall -y -qq opencv-python-headless opencv-contrib-python-headless; fi
 	$(PY) -m pip install -qq -r requirements.txt
 	# IOPaint 1.6.0 pins Pillow==9.5.0 (CVEs), gradio, fastapi...: we only use its
