@@ -189,15 +189,13 @@ def fill_textured(rgb: np.ndarray, mask: np.ndarray, painted: np.ndarray, min_te
         hole = mask[box] & (labels[box] == g)
         if hole.any():
             holes.append((int(hole.sum()), box, hole))
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
     filled, budget = 0, np.inf if max_pixels is None else max_pixels
     for size, box, hole in sorted(holes, key=lambda t: t[0]):
         if size > budget:
             break
-        grey = cv2.cvtColor(bgr[box], cv2.COLOR_BGR2GRAY).astype(np.float32)
-        if ring_texture(grey, hole) < min_texture:
+        crop = np.ascontiguousarray(rgb[box][..., ::-1])  # BGR, for OpenCV; only the group's crop is copied
+        if ring_texture(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32), hole) < min_texture:
             continue
-        crop = np.ascontiguousarray(bgr[box])
         out = np.zeros_like(crop)
         # xphoto's mask marks the *known* pixels (non-zero), the opposite of cv2.inpaint's.
         cv2.xphoto.inpaint(crop, (~hole).astype(np.uint8) * 255, out, cv2.xphoto.INPAINT_FSR_FAST)
