@@ -297,13 +297,11 @@ def test_texture_fill_leaves_smooth_ground_to_cv2():
 def test_texture_fill_off_and_missing_contrib(monkeypatch):
     import cv2
 
-    from wmrepair.config import InpaintConfig
-
-    assert Inpainter(config=InpaintConfig(texture_fill=None)).texture_fill is None
+    assert _cv2_without_fill().texture_fill is None
     monkeypatch.delattr(cv2, "xphoto")  # opencv-python without the contrib modules
     with pytest.raises(InpaintModelUnavailable, match="opencv-contrib-python-headless"):
         Inpainter("cv2")
-    Inpainter(config=InpaintConfig(texture_fill=None))  # off: plain OpenCV is enough
+    _cv2_without_fill()  # off: plain OpenCV is enough
 
 
 def test_hd_strategy_auto_and_concurrent_cv2(colour_detector, cv2_inpainter):

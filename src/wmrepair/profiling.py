@@ -183,12 +183,12 @@ def _stage_advice(stage: str, on: dict[str, Any]) -> str:
         more = "fewer train.epochs or a smaller train.model" if stage == "train_step" else "predict.scales: [1.0] or a smaller predict.max_side"
         return f"compute-bound with {what} already on: a GPU, or {more}"
     if stage == "inpaint" and on.get("inpaint_model") == "cv2":
+        runs = f"cv2 inpainting already runs {on.get('inpaint_workers', 1)} image(s) at once"
         if on.get("texture_fill") is not None:  # on the real dev photos FSR took 2/3 of the repair time (DEVNOTES)
-            return (f"cv2 inpainting already runs {on.get('inpaint_workers', 1)} image(s) at once, with the FSR "
-                    "texture fill: inpaint.texture_fill: null (or a smaller inpaint.texture_pixels) trades its "
-                    "quality on textured ground for about 3x faster repair; or more CPU cores")
-        return (f"cv2 inpainting already runs {on.get('inpaint_workers', 1)} image(s) at once: more CPU cores, "
-                "or a smaller inpaint.cv2_radius")
+            return (f"{runs}, with the FSR texture fill: inpaint.texture_fill: null (or a smaller "
+                    "inpaint.texture_pixels) trades its quality on textured ground for about 3x faster repair; "
+                    "or more CPU cores")
+        return f"{runs}: more CPU cores, or a smaller inpaint.cv2_radius"
     return _STAGE_ADVICE.get(stage, "profile this stage further")
 
 
